@@ -1,0 +1,1 @@
+"""SViMo: synchronized video + 3D-motion diffusion for hand-object interaction."""

@@ -1,0 +1,385 @@
+"""Typed configuration: one tree of dataclasses, named flavours, YAML run files, strict overrides.
+
+A run's configuration is built in three layers, each overriding the one before:
+
+1. the flavour (``svimo-tiny``, ``svimo-small``, ``svimo-5b``): sizes of data and model;
+2. a YAML run file (``configs/*.yaml``), nested like the tree below;
+3. command-line overrides of existing fields, ``--data.num_frames 13`` or ``--data.num_frames=13``.
+
+Every key must name an existing field: a typo is an error that names the nearest valid key.
+Derived quantities (latent shape, tokens per stream, sequence length) live here and only here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be built: unknown key, wrong type or an impossible value."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+# ---------------------------------------------------------------------------------------------
+# The tree
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    """Clip geometry: what every clip, real or synthetic, looks like once prepared."""
+
+    height: int = 32
+    """Video height H in pixels; a multiple of latent.spatial_compression x model.patch_size."""
+    width: int = 48
+    """Video width W in pixels; same rule as height. The paper uses 3:2 (416 x 624)."""
+    num_frames: int = 9
+    """Frames N per clip; N - 1 must be a multiple of latent.temporal_compression."""
+    fps: float = 8.0
+    """Frame rate of prepared clips (the paper resamples TACO to 8 fps)."""
+
+    def __post_init__(self) -> None:
+        _require(self.height > 0 and self.width > 0, "data.height and data.width must be positive")
+        _require(self.num_frames >= 1, "data.num_frames must be at least 1")
+        _require(self.fps > 0, "data.fps must be positive")
+
+
+@dataclass
+class LatentConfig:
+    """The video VAE's compression (CogVideoX 3D VAE by default)."""
+
+    temporal_compression: int = 4
+    """Frames per latent frame after the first: latent frames = (N - 1) / this + 1."""
+    spatial_compression: int = 8
+    """Pixels per latent pixel along height and width."""
+    channels: int = 16
+    """Latent channels d_VAE."""
+
+    def __post_init__(self) -> None:
+        for name in ("temporal_compression", "spatial_compression", "channels"):
+            _require(getattr(self, name) >= 1, f"latent.{name} must be at least 1")
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of the synchronized video-motion DiT (the model issue adds the rest)."""
+
+    patch_size: int = 2
+    """Spatial patch size of the video and motion patch embeddings."""
+    num_layers: int = 2
+    """DiT blocks."""
+    num_heads: int = 2
+    """Attention heads per block."""
+    head_dim: int = 16
+    """Channels per attention head; hidden size = num_heads x head_dim."""
+    time_embed_dim: int = 32
+    """Width of the timestep embedding that drives the adaptive modulation."""
+    text_embed_dim: int = 32
+    """Width of the text encoder's features (4096 for T5 v1.1 XXL)."""
+    max_text_tokens: int = 8
+    """Text tokens per prompt after padding/truncation (226 in CogVideoX)."""
+
+    def __post_init__(self) -> None:
+        for name in ("patch_size", "num_layers", "num_heads", "head_dim", "time_embed_dim",
+                     "text_embed_dim", "max_text_tokens"):
+            _require(getattr(self, name) >= 1, f"model.{name} must be at least 1")
+
+    @property
+    def hidden_size(self) -> int:
+        return self.num_heads * self.head_dim
+
+
+@dataclass
+class PrepareConfig:
+    """`jobs/prepare.py`: where clips come from and where shards go."""
+
+    output: str = "outputs/shards"
+    """Shard directory, a local path or s3://bucket/prefix."""
+    source: Literal["synthetic", "taco"] = "synthetic"
+    """Generate synthetic clips or convert a TACO directory."""
+    taco_root: str | None = None
+    """Root of a TACO-layout directory (source=taco)."""
+    mano_root: str | None = None
+    """Directory with the user's MANO_LEFT.pkl and MANO_RIGHT.pkl (source=taco)."""
+    num_train: int = 32
+    """Training clips to generate (synthetic)."""
+    num_val: int = 8
+    """Validation clips to generate (synthetic), from seeds disjoint from training."""
+    clips_per_shard: int = 8
+    """Rows per Parquet shard; a shard is the unit of work and of resumption."""
+    seed: int = 0
+    """Base seed; every clip's seed is derived from it, its split and its index."""
+    video_encoding: Literal["raw", "mp4"] = "raw"
+    """How frames are stored: lossless uint8 arrays, or MP4 bytes (needed at 416 x 624)."""
+    num_preview: int = 3
+    """Clips written as side-by-side previews next to the shards (0 for none)."""
+    concurrency: int | None = None
+    """Parallel render tasks; None lets Ray Data decide from the cluster's CPUs."""
+
+    def __post_init__(self) -> None:
+        _require(self.num_train >= 0 and self.num_val >= 0, "prepare.num_train/num_val must be >= 0")
+        _require(self.clips_per_shard >= 1, "prepare.clips_per_shard must be at least 1")
+        _require(self.num_preview >= 0, "prepare.num_preview must be >= 0")
+        _require(self.concurrency is None or self.concurrency >= 1,
+                 "prepare.concurrency must be at least 1 (or null)")
+        if self.source == "taco":
+            _require(bool(self.taco_root) and bool(self.mano_root),
+                     "prepare.source=taco needs prepare.taco_root and prepare.mano_root")
+
+
+@dataclass
+class StorageConfig:
+    """How s3:// paths are reached. Credentials come from the usual AWS chain."""
+
+    endpoint_url: str | None = None
+    """S3-compatible endpoint (e.g. http://127.0.0.1:9000); None means AWS itself."""
+    region: str = "us-east-1"
+    """Region passed to the S3 client."""
+
+
+@dataclass
+class RayConfig:
+    """Which Ray cluster a job runs on."""
+
+    address: str | None = None
+    """None: the cluster of `ray job submit` (RAY_ADDRESS) if any, else a new local instance.
+    'auto' joins a running `ray start` cluster; 'ray://host:port' a remote one."""
+    num_cpus: int | None = None
+    """CPUs of a new local instance (None: all of this machine's)."""
+
+
+@dataclass
+class Config:
+    """The whole run configuration."""
+
+    flavour: str = "svimo-tiny"
+    """Named size preset the run started from (recorded, not re-applied)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.flavour in FLAVOURS,
+                 f"unknown flavour {self.flavour!r}; choose one of {sorted(FLAVOURS)}")
+        d, lat = self.data, self.latent
+        _require((d.num_frames - 1) % lat.temporal_compression == 0,
+                 f"data.num_frames - 1 = {d.num_frames - 1} is not a multiple of "
+                 f"latent.temporal_compression = {lat.temporal_compression}")
+        pixels_per_token = lat.spatial_compression * self.model.patch_size
+        for name in ("height", "width"):
+            _require(getattr(d, name) % pixels_per_token == 0,
+                     f"data.{name} = {getattr(d, name)} is not a multiple of "
+                     f"latent.spatial_compression x model.patch_size = {pixels_per_token}")
+
+    # --- derived quantities: the one place they are computed ---------------------------------
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(frames, height, width) of a video latent: 13 x 52 x 78 for svimo-5b."""
+        d, lat = self.data, self.latent
+        return ((d.num_frames - 1) // lat.temporal_compression + 1,
+                d.height // lat.spatial_compression, d.width // lat.spatial_compression)
+
+    @property
+    def token_grid(self) -> tuple[int, int, int]:
+        """(frames, rows, columns) of patch tokens per stream: 13 x 26 x 39 for svimo-5b."""
+        f, h, w = self.latent_shape
+        p = self.model.patch_size
+        return f, h // p, w // p
+
+    @property
+    def tokens_per_stream(self) -> int:
+        """Tokens of the video stream, and equally of the motion stream."""
+        f, h, w = self.token_grid
+        return f * h * w
+
+    @property
+    def sequence_length(self) -> int:
+        """Joint attention length: text + video + motion tokens (26,590 for svimo-5b)."""
+        return self.model.max_text_tokens + 2 * self.tokens_per_stream
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Flavours: deltas over the dataclass defaults (which are svimo-tiny)
+# ---------------------------------------------------------------------------------------------
+
+FLAVOURS: dict[str, dict[str, Any]] = {
+    # Seconds on CPU: the test flavour.
+    "svimo-tiny": {},
+    # Learns visibly on 2 CPU cores in minutes.
+    "svimo-small": {
+        "data": {"height": 64, "width": 96, "num_frames": 17},
+        "model": {"num_layers": 4, "num_heads": 4, "head_dim": 32, "time_embed_dim": 64,
+                  "text_embed_dim": 64, "max_text_tokens": 16},
+    },
+    # The paper's exact sizes (SPEC section 2).
+    "svimo-5b": {
+        "data": {"height": 416, "width": 624, "num_frames": 49},
+        "model": {"num_layers": 42, "num_heads": 48, "head_dim": 64, "time_embed_dim": 512,
+                  "text_embed_dim": 4096, "max_text_tokens": 226},
+        "prepare": {"video_encoding": "mp4"},
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Building: dicts -> dataclasses, strictly
+# ---------------------------------------------------------------------------------------------
+
+
+def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """All dotted keys of the tree, e.g. ['flavour', 'data.height', ...]."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys += valid_keys(hint, f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def _unknown_key_error(key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, valid_keys(), n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against the annotation `hint`, converting where the meaning is plain."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError("; ".join(errors))
+    if origin is Literal:
+        _require(value in args, f"{key} must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (tuple, list):
+        _require(isinstance(value, (list, tuple)), f"{key} must be a list, got {value!r}")
+        return tuple(_coerce(v, args[0], f"{key}[]") for v in value)
+    if hint is bool:
+        _require(isinstance(value, bool), f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        _require(isinstance(value, int) and not isinstance(value, bool),
+                 f"{key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        _require(isinstance(value, (int, float)) and not isinstance(value, bool),
+                 f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        _require(isinstance(value, (str, int, float)) and not isinstance(value, bool),
+                 f"{key} must be a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported annotation {hint!r}")
+
+
+def from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from a nested dict; unknown keys and wrong types are errors."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise _unknown_key_error(f"{prefix}{key}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = from_dict(hint, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # e.g. a dataclass given where a plain value was expected
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {e}") from e
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """['--data.num_frames', '13', '--prepare.output=s3://b/p'] -> nested dict.
+
+    Values are read as YAML scalars ('13' -> 13, 'true' -> True, 'null' -> None, '[a, b]')."""
+    nested: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or arg == "--":
+            raise ConfigError(f"expected an override like --data.num_frames 13, got {arg!r}")
+        if "=" in arg:
+            key, raw = arg[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(args):
+                raise ConfigError(f"override {arg} has no value")
+            key, raw = arg[2:], args[i + 1]
+            i += 2
+        if key not in valid_keys():
+            raise _unknown_key_error(key)
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = nested
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                flavour: str | None = None) -> Config:
+    """Flavour defaults <- YAML file <- command-line overrides, validated once at the end.
+
+    The flavour is taken from `flavour`, else the overrides' --flavour, else the file's
+    `flavour:` key, else svimo-tiny."""
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text()
+        file_values = yaml.safe_load(text) or {}
+        if not isinstance(file_values, dict):
+            raise ConfigError(f"{path}: a run file must be a YAML mapping")
+    cli_values = parse_overrides(overrides or [])
+    name = flavour or cli_values.get("flavour") or file_values.get("flavour") or "svimo-tiny"
+    if name not in FLAVOURS:
+        raise ConfigError(f"unknown flavour {name!r}; choose one of {sorted(FLAVOURS)}")
+    merged = _merge(_merge(FLAVOURS[name], file_values), cli_values)
+    merged["flavour"] = name
+    return from_dict(Config, merged)

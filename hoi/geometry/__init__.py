@@ -1,0 +1,1 @@
+"""Geometry in plain torch: cameras, the hand skeleton, the motion layout, point-set distances."""
