@@ -1,0 +1,310 @@
+"""Parquet shards of clips: naming, atomic writes, checks for resumption, streaming reads.
+
+Layout: ``<root>/<split>/shard-00042.parquet``, one row per clip in `hoi.data.schema.SCHEMA`,
+`root` a local directory or an ``s3://bucket/prefix`` (see `hoi.storage`).
+
+Reading (`read_clips`) happens in two places:
+
+1. on the driver, before any Ray work: the shard list, then every file's Parquet footer and
+   schema (a few KB each, fetched by a thread pool since it is latency, not CPU). A missing
+   root, an empty one, a truncated file or a missing required column is reported here;
+2. in Ray Data: `read_parquet` streams the rows and a fused `flat_map` decodes each one with
+   `row_to_clip`, so a consumer only ever sees clips that passed `Clip.validate`.
+
+With ``on_error="skip"`` bad files and rows are left out and recorded in a `SkipLog`: a small
+Ray actor that the driver and every decode task report to, so the caller can read the count and
+the reasons after (or while) consuming the dataset. An actor rather than Ray Data's own error
+tolerance (`DataContext.max_errored_blocks`) because that drops whole blocks, is global, and
+keeps no reasons; rather than an error column in the output because a dataset has one output
+and the consumer would have to filter and count it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import ray
+import torch
+from ray.data.collate_fn import NumpyBatchCollateFn
+
+from hoi.config import StorageConfig
+from hoi.data.clip import Clip
+from hoi.data.schema import REQUIRED_COLUMNS, SCHEMA, missing_columns, row_to_clip
+from hoi.storage import join, list_files, resolve, resolve_all, to_uri, write_bytes
+
+logger = logging.getLogger(__name__)
+
+SHARD_NAME = re.compile(r"shard-\d{5}\.parquet")
+# What decoding needs: every required column; optional latents stay on disk.
+READ_COLUMNS = list(REQUIRED_COLUMNS)
+# Columns of a `read_clips` row: the fields of `Clip`.
+CLIP_COLUMNS = tuple(f.name for f in dataclasses.fields(Clip))
+# Footers are fetched in parallel on the driver; I/O-bound, so threads (pyarrow drops the GIL).
+_FOOTER_THREADS = 16
+
+OnError = Literal["raise", "skip"]
+
+
+class ShardError(ValueError):
+    """A shard file or row that cannot be used; the message names the file (and the row)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing, listing, checking
+# ---------------------------------------------------------------------------------------------
+
+
+def shard_path(root: str, split: str, index: int) -> str:
+    """`<root>/<split>/shard-00042.parquet`."""
+    return join(root, split, f"shard-{index:05d}.parquet")
+
+
+def write_shard(rows: Sequence[dict[str, Any]], path: str, storage: StorageConfig) -> dict[str, Any]:
+    """Write schema rows (from `clip_to_row`) as one Parquet file, atomically.
+
+    The file is serialised in memory first and stored in one piece (`hoi.storage.write_bytes`),
+    so a failure at any point leaves either no file or the previous one, never a partial file
+    under the shard's name. Returns {"path", "rows", "bytes"} for a manifest.
+    """
+    try:
+        table = pa.Table.from_pylist(list(rows), schema=SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise ShardError(f"{path}: rows do not fit the shard schema ({e})") from e
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    data = sink.getvalue()
+    write_bytes(path, data, storage)
+    return {"path": path, "rows": table.num_rows, "bytes": data.size}
+
+
+def list_shards(root: str, storage: StorageConfig, split: str | None = None) -> list[str]:
+    """Sorted paths of files named like shards under `root` (all splits, or one), as
+    `join(root, ...)`. Temporary files of interrupted writes never match. Says nothing about
+    whether a file is complete: see `inspect_shard`. FileNotFoundError if `root` does not exist."""
+    base = join(root, split) if split else root
+    # Directly under the split directory: shard names only; under the root: <split>/<shard>.
+    pattern = SHARD_NAME if split else re.compile(r"[^/]+/" + SHARD_NAME.pattern)
+    return [join(base, name) for name in list_files(base, storage) if pattern.fullmatch(name)]
+
+
+def inspect_shard(path: str, storage: StorageConfig) -> dict[str, Any]:
+    """{"path", "rows", "bytes"} of a shard whose footer opens and whose schema has every required
+    column; reads the footer only, never the data. Raises ShardError saying what is wrong."""
+    fs, inner = resolve(path, storage)
+    info = _inspect(fs, inner)
+    return {**info, "path": path}
+
+
+def is_complete_shard(path: str, storage: StorageConfig, expected_rows: int | None = None) -> bool:
+    """Whether `path` is a finished shard (with `expected_rows` rows, if given) that a resumed
+    job can keep rather than write again."""
+    try:
+        info = inspect_shard(path, storage)
+    except ShardError:
+        return False
+    return expected_rows is None or info["rows"] == expected_rows
+
+
+def _inspect(fs: pafs.FileSystem, inner: str) -> dict[str, Any]:
+    uri = to_uri(fs, inner)
+    try:
+        with fs.open_input_file(inner) as f:
+            size = f.size()
+            metadata = pq.ParquetFile(f).metadata  # footer only
+    except FileNotFoundError as e:
+        raise ShardError(f"{uri}: no such file") from e
+    except (pa.ArrowException, OSError) as e:  # truncated or not Parquet: the footer is unreadable
+        raise ShardError(f"{uri}: not a readable Parquet file, truncated or corrupt ({e})") from e
+    missing = missing_columns(metadata.schema.to_arrow_schema())
+    if missing:
+        raise ShardError(f"{uri}: missing required columns {missing}")
+    return {"path": uri, "rows": metadata.num_rows, "bytes": size}
+
+
+# ---------------------------------------------------------------------------------------------
+# Skip log: what on_error="skip" left out, gathered from the driver and every Ray worker
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """One file or row left out: `row` and `clip_id` are None when the whole file was."""
+
+    path: str
+    reason: str
+    clip_id: str | None = None
+    row: int | None = None
+
+
+# num_cpus=0: it only holds a list, and must never wait for a core that trainers or readers hold.
+@ray.remote(num_cpus=0)
+class _SkipCollector:
+    def __init__(self) -> None:
+        # Keyed by place, so that a retried Ray task reporting the same row again counts once.
+        self._items: dict[tuple[str, int | None, str | None], Skipped] = {}
+
+    def add(self, item: Skipped) -> None:
+        self._items[(item.path, item.row, item.clip_id)] = item
+
+    def items(self) -> list[Skipped]:
+        return list(self._items.values())
+
+
+class SkipLog:
+    """Collects what `read_clips(..., on_error="skip", skipped=log)` leaves out.
+
+    Create it on the driver (Ray must be initialised). File-level skips are recorded when
+    `read_clips` returns; row-level ones as the dataset is consumed, so read the log after
+    iterating (every report is acknowledged before the decode task moves on).
+    """
+
+    def __init__(self) -> None:
+        self._actor = _SkipCollector.remote()
+
+    def add(self, item: Skipped) -> None:
+        ray.get(self._actor.add.remote(item))
+
+    def items(self) -> list[Skipped]:
+        return ray.get(self._actor.items.remote())
+
+    @property
+    def count(self) -> int:
+        return len(self.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+
+def read_clips(root_or_paths: str | Sequence[str], storage: StorageConfig, *,
+               split: str | None = None, num_frames: int | None = None,
+               height: int | None = None, width: int | None = None,
+               on_error: OnError = "raise", skipped: SkipLog | None = None) -> ray.data.Dataset:
+    """Stream validated clips from shards as a lazy Ray Dataset, one row per clip.
+
+    Args:
+        root_or_paths: a shard root (all its `<split>/shard-*.parquet`, or one split's) or an
+            explicit list of Parquet files, local or s3://, all on one filesystem.
+        num_frames, height, width: when given, every clip must have exactly these sizes.
+        on_error: "raise" fails on the first bad file or row with a ShardError naming the file,
+            and for a row its index and clip_id; "skip" leaves them out, logs a warning and
+            records them in `skipped` when given.
+
+    Row columns (`CLIP_COLUMNS`): clip_id, prompt, action, tool, target, split, source (str);
+    seed (int); fps (float); video, motion_video (N, H, W, 3) uint8; joints (N, 42, 3) and
+    points (N, 298, 3) float32; K, R (3, 3) and T (3,) float32.
+
+    A missing or empty root, or no readable file at all, raises before any Ray work starts.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if skipped is not None and on_error != "skip":
+        raise ValueError("a SkipLog only records anything with on_error='skip'")
+    # 1. Which files.
+    if isinstance(root_or_paths, str):
+        paths = list_shards(root_or_paths, storage, split)
+        if not paths:
+            where = join(root_or_paths, split) if split else root_or_paths
+            raise FileNotFoundError(f"no shard files (<split>/shard-NNNNN.parquet) under {where!r}")
+    else:
+        if split is not None:
+            raise ValueError("split selects shards under a root; with explicit paths, pass those")
+        paths = list(root_or_paths)
+    fs, inners = resolve_all(paths, storage)
+    # 2. Their footers and schemas, on the driver.
+    inners = _check_files(fs, inners, on_error, skipped)
+    # 3. Lazy read, with decoding fused into the read tasks.
+    ds = ray.data.read_parquet(inners, filesystem=fs, include_paths=True, file_extensions=None)
+    ds = ds.select_columns([*READ_COLUMNS, "path"])  # pushed down into the Parquet read
+    decode = partial(_decode_row, fs=fs, num_frames=num_frames, height=height, width=width,
+                     on_error=on_error, skipped=skipped)
+    return ds.flat_map(decode)
+
+
+def _check_files(fs: pafs.FileSystem, inners: list[str], on_error: OnError,
+                 skipped: SkipLog | None) -> list[str]:
+    """The files whose footer and schema are fine; the others raise or are skipped."""
+    with ThreadPoolExecutor(max_workers=min(_FOOTER_THREADS, len(inners))) as pool:
+        results = list(pool.map(partial(_inspect_or_error, fs), inners))
+    errors = {inner: r for inner, r in zip(inners, results, strict=True)
+              if isinstance(r, ShardError)}
+    if errors and on_error == "raise":
+        raise ShardError(f"{len(errors)} of {len(inners)} shard files are unusable:\n"
+                         + "\n".join(map(str, errors.values())))
+    good = [inner for inner in inners if inner not in errors]
+    if not good:
+        raise ShardError(f"none of the {len(inners)} shard files is usable:\n"
+                         + "\n".join(map(str, errors.values())))
+    for inner, error in errors.items():
+        _skip(Skipped(path=to_uri(fs, inner), reason=str(error)), skipped)
+    return good
+
+
+def _inspect_or_error(fs: pafs.FileSystem, inner: str) -> dict[str, Any] | ShardError:
+    try:
+        return _inspect(fs, inner)
+    except ShardError as e:
+        return e
+
+
+def _decode_row(row: dict[str, Any], *, fs: pafs.FileSystem, num_frames: int | None,
+                height: int | None, width: int | None, on_error: OnError,
+                skipped: SkipLog | None) -> list[dict[str, Any]]:
+    """flat_map stage: a shard row -> [clip columns], or [] for a skipped bad row."""
+    inner = row["path"]
+    try:
+        clip = row_to_clip(row, num_frames, height, width)
+    except (ValueError, TypeError) as e:  # ClipError, or values of the wrong kind altogether
+        clip_id = row.get("clip_id")
+        index = _row_index(fs, inner, clip_id)
+        where = f"{to_uri(fs, inner)} row {index} (clip_id {clip_id!r})"
+        if on_error == "raise":
+            raise ShardError(f"{where}: {e}") from e
+        _skip(Skipped(path=to_uri(fs, inner), reason=f"{where}: {e}", clip_id=clip_id, row=index),
+              skipped)
+        return []
+    return [{name: getattr(clip, name) for name in CLIP_COLUMNS}]
+
+
+def _row_index(fs: pafs.FileSystem, inner: str, clip_id: str | None) -> int | None:
+    """Index in its file of the first row with `clip_id`: Ray Data does not carry row positions,
+    so on the (rare) error path the clip_id column alone is read back to find it."""
+    with fs.open_input_file(inner) as f:
+        ids = pq.ParquetFile(f).read(columns=["clip_id"]).column("clip_id").to_pylist()
+    return ids.index(clip_id) if clip_id in ids else None
+
+
+def _skip(item: Skipped, skipped: SkipLog | None) -> None:
+    logger.warning("skipping %s", item.reason)
+    if skipped is not None:
+        skipped.add(item)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+# ---------------------------------------------------------------------------------------------
+
+
+class ClipCollate(NumpyBatchCollateFn):
+    """`ds.iter_torch_batches(collate_fn=ClipCollate())` for `read_clips` datasets.
+
+    Turns a numpy batch into torch tensors (video (B, N, H, W, 3) uint8, joints (B, N, 42, 3)
+    float32, K (B, 3, 3), ...) and lists for the string columns, on which Ray's default
+    conversion fails. Tensors are copies: Ray hands out read-only views of Arrow buffers.
+    """
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor | list]:
+        return {name: value.tolist() if value.dtype.kind in "OUS" else torch.tensor(value)
+                for name, value in batch.items()}
