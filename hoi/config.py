@@ -113,6 +113,8 @@ class PrepareConfig:
     """Root of a TACO-layout directory (source=taco)."""
     mano_root: str | None = None
     """Directory with the user's MANO_LEFT.pkl and MANO_RIGHT.pkl (source=taco)."""
+    taco_split_file: str | None = None
+    """TACO's "<sequence>,<split>" list (source=taco); without it every sequence is train."""
     num_train: int = 32
     """Training clips to generate (synthetic)."""
     num_val: int = 8

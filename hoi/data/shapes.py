@@ -119,7 +119,7 @@ def sample_parts(parts: list[Part], n: int, rng: np.random.Generator
     areas = np.array([p.area() for p in parts])
     counts = rng.multinomial(n, areas / areas.sum())
     pts, nrm, col = [], [], []
-    for part, k in zip(parts, counts):
+    for part, k in zip(parts, counts, strict=True):
         p, q = part.sample(int(k), rng)
         pts.append(p)
         nrm.append(q)

@@ -20,8 +20,15 @@ import numpy as np
 
 from hoi.config import DataConfig
 from hoi.data.clip import Clip
-from hoi.data.shapes import (TARGET_COLOURS, TOOL_COLOURS, Target, Tool, make_target, make_tool,
-                             sample_parts)
+from hoi.data.shapes import (
+    TARGET_COLOURS,
+    TOOL_COLOURS,
+    Target,
+    Tool,
+    make_target,
+    make_tool,
+    sample_parts,
+)
 from hoi.geometry.camera import intrinsics, look_at
 from hoi.geometry.hand import FINGER_JOINTS, FINGERS, JOINTS_PER_HAND
 from hoi.geometry.motion import POINTS_PER_OBJECT
@@ -114,7 +121,7 @@ def _finger(name: str, angles, scale: float) -> np.ndarray:
     if np.ndim(angles) == 0:
         angles = angles * np.asarray(_CURL.get(name, _FINGER_CURL))
     joints = [np.asarray(_BASE[name]) * scale]
-    for length, theta in zip(_LENGTHS[name], np.cumsum(angles)):
+    for length, theta in zip(_LENGTHS[name], np.cumsum(angles), strict=True):
         joints.append(joints[-1] + scale * length * (np.cos(theta) * u + np.sin(theta) * w))
     return np.stack(joints)
 
@@ -285,8 +292,9 @@ class Look:
     num_tool_surfels: int
 
 
-def clip_seed(base_seed: int, split: str, index: int) -> int:
-    """A clip's seed from the run's seed, its split and index (independent streams per split)."""
+def clip_seed(base_seed: int, split: str, index: int | str) -> int:
+    """A clip's seed from the run's seed, its split and its index or name (independent streams
+    per split)."""
     digest = hashlib.sha256(f"{base_seed}/{split}/{index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
@@ -298,6 +306,24 @@ def _jitter(colour, rng, amount=0.06) -> np.ndarray:
 def _rigid(points: np.ndarray, R: np.ndarray, p: np.ndarray) -> np.ndarray:
     """Object-frame points (P, 3) under per-frame poses R (N, 3, 3), p (N, 3) -> (N, P, 3)."""
     return np.einsum("nij,pj->npi", R, points) + p[:, None, :]
+
+
+def frame_camera(points: np.ndarray, azimuth: float, elevation: float, K: np.ndarray,
+                 fill: float) -> tuple[np.ndarray, np.ndarray]:
+    """(R, T) of a camera at the given azimuth and elevation (radians) around `points` (P, 3),
+    aimed at their bounding-box centre, as close as lets them span `fill` of the image."""
+    centre = (points.min(0) + points.max(0)) / 2
+    direction = np.array([np.cos(elevation) * np.cos(azimuth),
+                          np.cos(elevation) * np.sin(azimuth), np.sin(elevation)])
+    half = K[:2, 2] + 0.5  # half the image size in pixels (principal point at the centre)
+    dist = 0.6
+    for _ in range(4):  # the extent shrinks about as 1 / distance: a few steps converge
+        R, T = look_at(centre + dist * direction, centre)
+        cam = points @ R.T + T
+        uv = (cam @ K.T)[:, :2] / cam[:, 2:]
+        extent = np.abs(uv - K[:2, 2]).max(0) / half
+        dist *= extent.max() / fill
+    return look_at(centre + dist * direction, centre)
 
 
 def generate_clip(seed: int, data: DataConfig, split: str = "train", clip_id: str | None = None,
@@ -344,18 +370,16 @@ def generate_clip(seed: int, data: DataConfig, split: str = "train", clip_id: st
     points = np.concatenate([_rigid(tool_pts, R_tool, p_tool),
                              _rigid(target_pts, R_target, p_target)], axis=1)
 
-    # 5. camera: in front of the person, looking down at the table
-    az = np.deg2rad(-90 + rng.uniform(-15, 15))
-    el = np.deg2rad(rng.uniform(35, 50))
-    dist = rng.uniform(0.66, 0.78)
-    centre = np.array([0.0, 0.02, 0.09])
-    eye = centre + dist * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
-    R_cam, T_cam = look_at(eye, centre)
-    K = intrinsics(data.height, data.width, fov_y_deg=48.0)
-
-    # 6. appearance
+    # 5. camera: in front of the person, looking down at the table, framing the whole clip
     surfels = np.concatenate([_rigid(tool_dense[0], R_tool, p_tool),
                               _rigid(target_dense[0], R_target, p_target)], axis=1)
+    az = np.deg2rad(-90 + rng.uniform(-15, 15))
+    el = np.deg2rad(rng.uniform(35, 50))
+    K = intrinsics(data.height, data.width, fov_y_deg=48.0)
+    R_cam, T_cam = frame_camera(np.concatenate([joints, surfels], 1).reshape(-1, 3), az, el, K,
+                                fill=rng.uniform(0.75, 0.9))
+
+    # 6. appearance
     normals = np.concatenate([np.einsum("nij,pj->npi", R_tool, tool_dense[1]),
                               np.einsum("nij,pj->npi", R_target, target_dense[1])], axis=1)
     skin = np.array([0.96, 0.78, 0.65]) + rng.uniform(0, 1) * np.array([-0.5, -0.48, -0.43])

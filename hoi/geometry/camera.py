@@ -36,12 +36,12 @@ def intrinsics(height: int, width: int, fov_y_deg: float) -> np.ndarray:
     return np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]], np.float32)
 
 
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])
+def look_at(eye: np.ndarray, target: np.ndarray, up: tuple[float, float, float] = (0.0, 0.0, 1.0)
             ) -> tuple[np.ndarray, np.ndarray]:
     """(R (3, 3), T (3,)) of a camera at `eye` looking at `target`; `up` is world up."""
     z = target - eye
     z = z / np.linalg.norm(z)
-    x = np.cross(z, up)
+    x = np.cross(z, np.asarray(up, float))
     x = x / np.linalg.norm(x)
     y = np.cross(z, x)  # points "down" in the image, as OpenCV wants
     R = np.stack([x, y, z]).astype(np.float32)

@@ -28,7 +28,7 @@ FINGER_JOINTS: dict[str, tuple[int, int, int, int]] = {
 
 # PARENTS[j] is the parent joint of j within one hand (-1 for the wrist).
 PARENTS: tuple[int, ...] = tuple(
-    {0: -1, **{c: p for chain in FINGER_JOINTS.values() for p, c in zip((0,) + chain[:-1], chain)}}[j]
+    {0: -1, **{c: p for chain in FINGER_JOINTS.values() for p, c in zip((0,) + chain[:-1], chain, strict=True)}}[j]
     for j in range(JOINTS_PER_HAND)
 )
 
@@ -42,4 +42,4 @@ BONE_FINGER: tuple[int, ...] = tuple(
 def two_hand_bones() -> list[tuple[int, int, int, int]]:
     """All 40 bones of both hands as (parent, child, hand, finger); indices into the 42 joints."""
     return [(p + h * JOINTS_PER_HAND, c + h * JOINTS_PER_HAND, h, f)
-            for h in range(2) for (p, c), f in zip(BONES, BONE_FINGER)]
+            for h in range(2) for (p, c), f in zip(BONES, BONE_FINGER, strict=True)]

@@ -3,8 +3,16 @@ import pytest
 
 from hoi.config import load_config
 from hoi.data.shapes import TARGET_COLOURS, TOOL_COLOURS
-from hoi.data.synthetic import (ACTIONS, FINGER_RADIUS, TARGETS, TOOLS, _segment_distances,
-                                clip_seed, generate_clip, grasp_handle)
+from hoi.data.synthetic import (
+    ACTIONS,
+    FINGER_RADIUS,
+    TARGETS,
+    TOOLS,
+    _segment_distances,
+    clip_seed,
+    generate_clip,
+    grasp_handle,
+)
 from hoi.geometry.hand import BONES, FINGER_JOINTS, FINGERS, JOINTS_PER_HAND
 from hoi.geometry.motion import NUM_JOINTS, NUM_POINTS, POINTS_PER_OBJECT
 

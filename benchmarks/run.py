@@ -1,0 +1,163 @@
+"""The benchmarks' single entry point: ``python benchmarks/run.py <name> [--json out.json]``.
+
+Each benchmark is a function registered under a name with `@benchmark(...)`; it becomes a
+subcommand, prints a table and, with ``--json``, writes its rows together with the exact
+command and the machine it ran on. Record the figures in ``docs/benchmarks.md``.
+
+Add one: write ``@benchmark("name", "what it measures") def name(args) -> list[dict]`` below,
+in its own section; options of its own go in an ``add_arguments(parser)`` passed to the
+decorator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from hoi.config import DataConfig  # noqa: E402
+from hoi.data.synthetic import generate_clip  # noqa: E402
+from hoi.render.motion_video import render_motion_video  # noqa: E402
+from hoi.render.rgb import render_rgb  # noqa: E402
+
+Rows = list[dict]
+BENCHMARKS: dict[str, tuple[str, Callable[[argparse.Namespace], Rows],
+                            Callable[[argparse.ArgumentParser], None] | None]] = {}
+
+
+def benchmark(name: str, help: str, add_arguments=None):
+    """Register `fn(args) -> rows` as the subcommand `name`."""
+    def register(fn: Callable[[argparse.Namespace], Rows]):
+        BENCHMARKS[name] = (help, fn, add_arguments)
+        return fn
+    return register
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines
+                if line.startswith("model name")), platform.processor())
+    return {"nproc": os.cpu_count(), "cpu": cpu, "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def timed(fn: Callable[[], object], repeats: int) -> float:
+    """Median seconds of `repeats` calls of fn after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------------------------------------
+# render: motion video and RGB frames per second
+# ---------------------------------------------------------------------------------------------
+
+
+def _clips(batch: int, frames: int, height: int, width: int) -> dict[str, torch.Tensor]:
+    """Renderer inputs of `batch` synthetic clips (the data generator's, seeds 0...)."""
+    data = DataConfig(height=height, width=width, num_frames=frames)
+    clips, looks = zip(*(generate_clip(seed, data) for seed in range(batch)), strict=True)
+    stack = lambda xs: torch.from_numpy(np.stack(xs))  # noqa: E731
+    return {
+        "joints": stack([c.joints for c in clips]), "points": stack([c.points for c in clips]),
+        "K": stack([c.K for c in clips]), "R": stack([c.R for c in clips]),
+        "T": stack([c.T for c in clips]),
+        "surfels": stack([x.surfels for x in looks]), "normals": stack([x.normals for x in looks]),
+        "surfel_rgb": stack([x.surfel_rgb for x in looks]),
+        "skin_rgb": stack([x.skin_rgb for x in looks]),
+        "table_rgb": stack([x.table_rgb for x in looks]),
+        "wall_rgb": stack([x.wall_rgb for x in looks]),
+        "table_pattern": torch.tensor([x.table_pattern for x in looks]),
+    }
+
+
+def _render_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per case (median)")
+    parser.add_argument("--device", default="cpu", help="torch device of the inputs")
+
+
+def _renderer(kind: str, x: dict[str, torch.Tensor], height: int, width: int
+              ) -> Callable[[], torch.Tensor]:
+    """A call of one renderer on inputs x that waits for the device to finish."""
+    def call() -> torch.Tensor:
+        if kind == "motion_video":
+            out = render_motion_video(x["joints"], x["points"], x["K"], x["R"], x["T"],
+                                      height, width)
+        else:
+            out = render_rgb(x["joints"], x["surfels"], x["normals"], x["surfel_rgb"],
+                             x["skin_rgb"], x["table_rgb"], x["wall_rgb"], x["table_pattern"],
+                             x["K"], x["R"], x["T"], height, width)
+        if out.is_cuda:
+            torch.cuda.synchronize()
+        return out
+    return call
+
+
+@benchmark("render", "motion video and RGB frames/s (hoi.render)", _render_arguments)
+def render(args: argparse.Namespace) -> Rows:
+    """Frames/s of both renderers on batches of synthetic clips (renderer, B, N, H, W)."""
+    cases = [("motion_video", 1, 49, 416, 624), ("motion_video", 2, 49, 416, 624),
+             ("motion_video", 4, 49, 416, 624), ("rgb", 4, 49, 64, 96), ("rgb", 1, 9, 416, 624)]
+    rows = []
+    for kind, batch, frames, height, width in cases:
+        x = {k: v.to(args.device) for k, v in _clips(batch, frames, height, width).items()}
+        seconds = timed(_renderer(kind, x, height, width), args.repeats)
+        rows.append({"renderer": kind, "device": args.device, "B": batch, "N": frames,
+                     "H": height, "W": width, "surfels": x["surfels"].shape[2],
+                     "seconds": round(seconds, 4),
+                     "frames_per_s": round(batch * frames / seconds, 1)})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def print_table(rows: Rows) -> None:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="name", required=True)
+    for name, (help, _, add_arguments) in BENCHMARKS.items():
+        child = sub.add_parser(name, help=help)
+        child.add_argument("--json", type=Path, help="write the results here")
+        if add_arguments:
+            add_arguments(child)
+    args = parser.parse_args(argv)
+    rows = BENCHMARKS[args.name][1](args)
+    print_table(rows)
+    if args.json:
+        command = "python benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"benchmark": args.name, "command": command,
+                                         "machine": machine(), "results": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Where jobs run: Ray start-up, runtime environment and storage settings."""

@@ -1,0 +1,139 @@
+"""Files people look at: MP4s of frames, and previews that put a clip's views side by side.
+
+A preview frame has four labelled panels: the RGB video | the motion video | the overlay (the
+RGB frame with the motion video's non-black pixels on top, to see that they coincide) | a 3D
+plot of the joints and object points in world coordinates, seen from the camera's side, with
+axis limits fixed over the clip. Small flavours are upscaled with nearest-neighbour so that a
+32 x 48 clip is still legible. Everything here takes numpy arrays of one clip and writes local
+files; matplotlib draws off-screen (Agg), without pyplot's global state.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from mpl_toolkits.mplot3d.art3d import Line3DCollection
+
+from hoi.data.codec import encode_mp4
+from hoi.render.motion_video import BONE_RGB, BONES, JOINT_RGB, POINT_RGB
+
+PANEL_HEIGHT = 240
+"""Panels are upscaled by a whole factor to at least this many pixels high."""
+TITLE_HEIGHT = 22
+"""Pixels above the panels for their labels."""
+SHEET_FRAMES = 4
+"""Frames (evenly spaced, first and last included) in a preview's contact sheet."""
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: float) -> Path:
+    """Write frames (N, H, W, 3) uint8 as an MP4 that browsers and players open; returns path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_mp4(np.ascontiguousarray(frames), fps, profile="web"))
+    return path
+
+
+def preview_frames(video: np.ndarray, motion_video: np.ndarray, joints: np.ndarray,
+                   points: np.ndarray, K: np.ndarray, R: np.ndarray, T: np.ndarray,
+                   fps: float | None = None) -> np.ndarray:
+    """Side-by-side preview frames of one clip.
+
+    Args:
+        video, motion_video: (N, H, W, 3) uint8.
+        joints: (N, 42, 3) and points: (N, 298, 3) world coordinates.
+        K, R: (3, 3) and T: (3,) the clip's camera: the 3D plot looks at the scene from the
+            camera's direction, in perspective with the camera's vertical field of view.
+        fps: frame rate, to label frames with their time as well.
+    Returns:
+        (N, H2, W2, 3) uint8: four panels of scale * (H, W) each under a title row.
+    """
+    n, h, w, _ = video.shape
+    scale = max(1, math.ceil(PANEL_HEIGHT / h))
+    ph, pw = h * scale, w * scale
+    up = lambda x: x.repeat(scale, axis=-3).repeat(scale, axis=-2)  # noqa: E731
+    overlay = np.where(motion_video.any(-1, keepdims=True), motion_video, video)
+    panels = np.concatenate([up(video), up(motion_video), up(overlay)], axis=2)
+
+    # One figure, exactly 4 panels wide in pixels at dpi 100; the 3D axes fill the last panel.
+    fig = Figure(figsize=(4 * pw / 100, (ph + TITLE_HEIGHT) / 100), dpi=100, facecolor="black")
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.75, 0.0, 0.25, ph / (ph + TITLE_HEIGHT)), projection="3d")
+    labels = ("RGB", "motion video", "overlay", "3D joints + points (world, m)")
+    for i, label in enumerate(labels):
+        fig.text((i + 0.5) / 4, 1 - 0.5 * TITLE_HEIGHT / (ph + TITLE_HEIGHT), label,
+                 color="white", ha="center", va="center", fontsize=9)
+    counter = fig.text(0.005, 1 - 0.5 * TITLE_HEIGHT / (ph + TITLE_HEIGHT), "", color="0.7",
+                       ha="left", va="center", fontsize=8)
+    limits = _limits(joints, points)
+    view = _view_angles(R, T, limits.mean(1))
+    ax.set_proj_type("persp", focal_length=2 * K[1, 1] / h)  # 1 / tan(fov_y / 2)
+
+    frames = []
+    for i in range(n):
+        counter.set_text(f"{i + 1}/{n}" + (f"  {i / fps:.2f} s" if fps else ""))
+        _plot_3d(ax, joints[i], points[i], limits, view)
+        canvas.draw()
+        image = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+        image[TITLE_HEIGHT:TITLE_HEIGHT + ph, :3 * pw] = panels[i]
+        frames.append(image)
+    return np.stack(frames)
+
+
+def write_preview(path_stem: str | Path, video: np.ndarray, motion_video: np.ndarray,
+                  joints: np.ndarray, points: np.ndarray, K: np.ndarray, R: np.ndarray,
+                  T: np.ndarray, fps: float) -> tuple[Path, Path]:
+    """Write `<stem>.mp4` (all preview frames) and `<stem>.png` (a contact sheet: rows of
+    `SHEET_FRAMES` frames spread over the clip); arguments as in `preview_frames`.
+
+    Returns the paths of the MP4 and the PNG."""
+    frames = preview_frames(video, motion_video, joints, points, K, R, T, fps)
+    stem = Path(path_stem)
+    mp4 = write_mp4(stem.with_name(stem.name + ".mp4"), frames, fps)
+    rows = np.unique(np.linspace(0, len(frames) - 1, SHEET_FRAMES).round().astype(int))
+    png = stem.with_name(stem.name + ".png")
+    iio.imwrite(png, np.concatenate(list(frames[rows]), axis=0))
+    return mp4, png
+
+
+def _limits(joints: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(3, 2) axis limits around everything in the clip, so the plot does not jump from frame
+    to frame."""
+    xyz = np.concatenate([joints.reshape(-1, 3), points.reshape(-1, 3)])
+    xyz = xyz[np.isfinite(xyz).all(1)]
+    low, high = xyz.min(0), xyz.max(0)
+    margin = np.maximum(0.05 * (high - low), 0.01)
+    return np.stack([low - margin, high + margin], 1)
+
+
+def _view_angles(R: np.ndarray, T: np.ndarray, centre: np.ndarray) -> tuple[float, float]:
+    """(elevation, azimuth) in degrees of the camera as seen from the scene's centre."""
+    eye = -R.T @ T
+    d = eye - centre
+    return (float(np.degrees(np.arctan2(d[2], np.hypot(d[0], d[1])))),
+            float(np.degrees(np.arctan2(d[1], d[0]))))
+
+
+def _plot_3d(ax, joints: np.ndarray, points: np.ndarray, limits: np.ndarray,
+             view: tuple[float, float]) -> None:
+    """Draw one frame's bones (finger colours), joints and object points (tool / target
+    colours) on the cleared 3D axes (which keeps its projection), the motion video's palette
+    on black."""
+    ax.cla()
+    ax.set_facecolor("black")
+    for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+        axis.set_pane_color((0.08, 0.08, 0.08, 1.0))
+        axis.label.set_color("0.6")
+        axis.set_tick_params(colors="0.6", labelsize=6)
+    bones = BONES[:, :2].numpy()
+    ax.add_collection3d(Line3DCollection(joints[bones], colors=BONE_RGB.numpy() / 255,
+                                         linewidths=1.5))
+    ax.scatter(*joints.T, c=JOINT_RGB.numpy() / 255, s=6, depthshade=False)
+    ax.scatter(*points.T, c=POINT_RGB.numpy() / 255, s=2, depthshade=False)
+    ax.set(xlim=limits[0], ylim=limits[1], zlim=limits[2], xlabel="x", ylabel="y", zlabel="z")
+    ax.set_box_aspect(limits[:, 1] - limits[:, 0], zoom=1.2)  # metres the same along all axes
+    ax.view_init(*view)

@@ -1,0 +1,71 @@
+"""MP4s and previews: files that decode, panels that hold what they say."""
+
+from __future__ import annotations
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from hoi.data.codec import decode_mp4
+from hoi.render.export import (
+    PANEL_HEIGHT,
+    SHEET_FRAMES,
+    TITLE_HEIGHT,
+    preview_frames,
+    write_mp4,
+    write_preview,
+)
+from tests.render.scene import table_camera, two_hands
+
+N, H, W = 5, 32, 48
+
+
+@pytest.fixture(scope="module")
+def clip() -> dict[str, np.ndarray]:
+    """A small clip: random frames, a black motion video with one coloured block, motion."""
+    rng = np.random.default_rng(0)
+    motion_video = np.zeros((N, H, W, 3), np.uint8)
+    motion_video[:, 10:14, 20:30] = (255, 0, 200)
+    K, R, T = (x[0].numpy() for x in table_camera(H, W))
+    return {
+        "video": rng.integers(0, 256, (N, H, W, 3), dtype=np.uint8),
+        "motion_video": motion_video,
+        "joints": two_hands()[None] + rng.normal(0, 0.01, (N, 42, 3)),
+        "points": rng.normal(0, 0.05, (N, 298, 3)) + (0, 0.2, 0.05),
+        "K": K, "R": R, "T": T,
+    }
+
+
+def test_write_mp4_decodes_to_the_same_frames(tmp_path):
+    frames = np.zeros((7, 33, 47, 3), np.uint8)  # odd sizes: padded to even for yuv420p
+    frames[:, :16] = (200, 40, 40)
+    path = write_mp4(tmp_path / "sub" / "clip.mp4", frames, fps=8)
+    decoded = decode_mp4(path.read_bytes())
+    assert decoded.shape == (7, 34, 48, 3)
+    assert np.abs(decoded[:, :33, :47].astype(int) - frames).mean() < 4
+
+
+def test_preview_panels_show_rgb_motion_and_overlay(clip):
+    frames = preview_frames(**clip, fps=8.0)
+    scale = PANEL_HEIGHT // H + (PANEL_HEIGHT % H > 0)  # nearest-neighbour, 8x here
+    ph, pw = H * scale, W * scale
+    assert frames.shape == (N, TITLE_HEIGHT + ph, 4 * pw, 3) and frames.dtype == np.uint8
+    panels = frames[:, TITLE_HEIGHT:]
+    up = lambda x: x.repeat(scale, 1).repeat(scale, 2)  # noqa: E731
+    np.testing.assert_array_equal(panels[:, :, :pw], up(clip["video"]))
+    np.testing.assert_array_equal(panels[:, :, pw:2 * pw], up(clip["motion_video"]))
+    overlay = up(clip["video"])
+    overlay[:, 10 * scale:14 * scale, 20 * scale:30 * scale] = (255, 0, 200)
+    np.testing.assert_array_equal(panels[:, :, 2 * pw:3 * pw], overlay)
+    plot = panels[:, :, 3 * pw:]
+    assert (plot.reshape(N, -1, 3).std(1) > 5).all()  # something is drawn in 3D
+    assert frames[:, :TITLE_HEIGHT].max() > 128  # labels
+
+
+def test_write_preview_writes_video_and_contact_sheet(clip, tmp_path):
+    mp4, png = write_preview(tmp_path / "preview", **clip, fps=8.0)
+    assert (mp4.name, png.name) == ("preview.mp4", "preview.png")
+    video = decode_mp4(mp4.read_bytes())
+    sheet = iio.imread(png)
+    assert len(video) == N
+    assert sheet.shape == (SHEET_FRAMES * video.shape[1], video.shape[2], 3)
