@@ -100,8 +100,8 @@ _LENGTHS = {  # proximal, middle, distal segment lengths (thumb: metacarpal, pro
 }
 _SPREAD = {"index": 0.08, "middle": 0.0, "ring": -0.08, "pinky": -0.16}  # radians about z
 # relative flexion speed of the three joints while a finger closes
-_CURL = {"thumb": (0.35, 0.55, 0.45)}
-_FINGER_CURL = (1.0, 1.15, 0.75)
+_CURL = {"thumb": (0.35, 0.55, 0.45),
+         **dict.fromkeys(("index", "middle", "ring", "pinky"), (1.0, 1.15, 0.75))}
 # the thumb runs forward along the handle's thumb side (a knife or hammer grip)
 _THUMB_DIR = _unit(np.array([0.8, 0.5, -0.2]))
 _THUMB_BEND = _unit(np.array([0.3, -0.45, -0.75]) - np.dot([0.3, -0.45, -0.75], _THUMB_DIR)
@@ -119,7 +119,7 @@ def _finger(name: str, angles, scale: float) -> np.ndarray:
         spread = _SPREAD[name]
         u, w = np.array([np.cos(spread), np.sin(spread), 0.0]), np.array([0.0, 0.0, -1.0])
     if np.ndim(angles) == 0:
-        angles = angles * np.asarray(_CURL.get(name, _FINGER_CURL))
+        angles = angles * np.asarray(_CURL[name])
     joints = [np.asarray(_BASE[name]) * scale]
     for length, theta in zip(_LENGTHS[name], np.cumsum(angles), strict=True):
         joints.append(joints[-1] + scale * length * (np.cos(theta) * u + np.sin(theta) * w))
@@ -155,7 +155,7 @@ def grasp_handle(scale: float, handle_radius: float) -> tuple[np.ndarray, np.nda
     step, limit = 0.02, 1.75
     angles = {}
     for name in FINGERS:
-        pattern = np.asarray(_CURL.get(name, _FINGER_CURL))
+        pattern = np.asarray(_CURL[name])
         # the thumb starts extended so that it closes onto thick handles rather than inside them
         theta, free = (-1.0 * pattern if name == "thumb" else np.zeros(3)), 0
         while free < 3:
@@ -257,7 +257,7 @@ def tool_trajectory(action: str, s: np.ndarray, tool: Tool, target: Target,
         f = rng.uniform(0.6, 1.2)
         a = 2 * np.pi * f * s + phase
         head = np.stack([0.6 * w * np.sin(a), 0.12 * w * np.sin(2 * a), h + 0.003 + 0 * s], -1)
-        R = frame(np.broadcast_to([-0.5, 0.7, -0.3], head.shape), [0.2, -0.3, 1.0])
+        R = frame(np.broadcast_to([-0.5, 0.7, -0.12], head.shape), [0.2, -0.3, 1.0])
         return _tool_at(head, R, tool)
     raise KeyError(f"unknown action {action!r}")
 
@@ -308,6 +308,10 @@ def _rigid(points: np.ndarray, R: np.ndarray, p: np.ndarray) -> np.ndarray:
     return np.einsum("nij,pj->npi", R, points) + p[:, None, :]
 
 
+MIN_DEPTH = 0.25
+"""Closest a hand or object may come to the camera, in metres."""
+
+
 def frame_camera(points: np.ndarray, azimuth: float, elevation: float, K: np.ndarray,
                  fill: float) -> tuple[np.ndarray, np.ndarray]:
     """(R, T) of a camera at the given azimuth and elevation (radians) around `points` (P, 3),
@@ -322,7 +326,8 @@ def frame_camera(points: np.ndarray, azimuth: float, elevation: float, K: np.nda
         cam = points @ R.T + T
         uv = (cam @ K.T)[:, :2] / cam[:, 2:]
         extent = np.abs(uv - K[:2, 2]).max(0) / half
-        dist *= extent.max() / fill
+        # ... but never closer than MIN_DEPTH to any point (no wide-angle close-ups)
+        dist = max(dist * extent.max() / fill, dist + MIN_DEPTH - cam[:, 2].min())
     return look_at(centre + dist * direction, centre)
 
 

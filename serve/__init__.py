@@ -1,0 +1,1 @@
+"""The `svimo` Ray Serve application (`serve run serve.app:svimo`); built in the serving issue."""

@@ -1,0 +1,24 @@
+"""ray_cluster.yaml against Ray's own cluster-launcher schema (defaults filled as `ray up` does)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from jsonschema import ValidationError
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+CONFIG = Path(__file__).resolve().parents[2] / "ray_cluster.yaml"
+
+
+def test_cluster_config_is_valid_for_ray():
+    config = yaml.safe_load(CONFIG.read_text())
+    validate_config(prepare_config(config))
+    assert config["head_node_type"] in config["available_node_types"]
+    assert "RAY_AUTH_MODE" not in CONFIG.read_text()  # authentication stays on in real clusters
+
+
+def test_the_check_catches_a_misspelt_field():
+    config = yaml.safe_load(CONFIG.read_text())
+    config["max_workerz"] = config.pop("max_workers")
+    with pytest.raises(ValidationError, match="max_workerz"):
+        validate_config(prepare_config(config))
