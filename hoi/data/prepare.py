@@ -52,6 +52,11 @@ class ShardTask:
     clips: tuple[int, ...] = ()  # synthetic: clip indices within the split
     sequences: tuple[str, ...] = ()  # taco: sequence folders (triplet/sequence)
 
+    @property
+    def size(self) -> int:
+        """Rows the finished shard holds."""
+        return len(self.clips) or len(self.sequences)
+
 
 # ---------------------------------------------------------------------------------------------
 # Planning and resumption
@@ -107,8 +112,7 @@ def check_output(cfg: Config) -> None:
 
 def pending(tasks: list[ShardTask], cfg: Config) -> list[ShardTask]:
     """Tasks whose shard is not yet complete (missing, unreadable or short)."""
-    expected = lambda t: len(t.clips) or len(t.sequences)  # noqa: E731
-    return [t for t in tasks if not shards.is_complete_shard(t.path, cfg.storage, expected(t))]
+    return [t for t in tasks if not shards.is_complete_shard(t.path, cfg.storage, t.size)]
 
 
 # ---------------------------------------------------------------------------------------------
