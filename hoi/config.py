@@ -90,15 +90,156 @@ class ModelConfig:
     """Width of the text encoder's features (4096 for T5 v1.1 XXL)."""
     max_text_tokens: int = 8
     """Text tokens per prompt after padding/truncation (226 in CogVideoX)."""
+    learned_positional_embedding: bool = False
+    """Add CogVideoX-5B-I2V's positional table to text + video (+ motion) tokens; loaded from
+    a foundation checkpoint, it is resampled to this model's token grid (docs/model.md)."""
+    rope_base_grid: tuple[int, int] | None = None
+    """(rows, columns) that RoPE positions are stretched over, as in CogVideoX's pipeline
+    (30 x 45 for CogVideoX-5B); None: the model's own token grid."""
+    attention_backend: Literal["sdpa", "flash", "math"] = "sdpa"
+    """Attention kernel: PyTorch SDPA, flash_attn (GPU, when installed) or the plain math path."""
+    motion_attention_mask: bool = False
+    """CoInteract's asymmetric co-attention: text and video queries do not attend to motion
+    keys, so the motion stream can be dropped at inference (fast video-only mode)."""
+    gradient_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass (switchable per block)."""
 
     def __post_init__(self) -> None:
         for name in ("patch_size", "num_layers", "num_heads", "head_dim", "time_embed_dim",
                      "text_embed_dim", "max_text_tokens"):
             _require(getattr(self, name) >= 1, f"model.{name} must be at least 1")
+        _require(self.head_dim % 8 == 0, "model.head_dim must be a multiple of 8 (3D RoPE split)")
+        _require(self.rope_base_grid is None or min(self.rope_base_grid) >= 1,
+                 "model.rope_base_grid must be positive")
 
     @property
     def hidden_size(self) -> int:
         return self.num_heads * self.head_dim
+
+
+@dataclass
+class VIDConfig:
+    """Vision-aware 3D interaction diffusion (VID): denoises hand joints and object points."""
+
+    hidden_size: int = 64
+    """Width of the motion transformer."""
+    num_layers: int = 2
+    """Transformer layers (self-attention, cross-attention to video features, feed-forward)."""
+    num_heads: int = 4
+    """Attention heads."""
+    encoder_channels: tuple[int, ...] = (32, 64)
+    """Channels of the 3D-conv latent encoders, one per scale (each scale halves H and W)."""
+    coord_center: tuple[float, float, float] = (0.0, 0.0, 0.5)
+    """Camera-frame point (m) that motion coordinates are centred on before diffusion."""
+    coord_scale: float = 0.1
+    """Metres per unit of normalised motion coordinates."""
+
+    def __post_init__(self) -> None:
+        _require(self.hidden_size % self.num_heads == 0,
+                 "vid.hidden_size must be a multiple of vid.num_heads")
+        _require(len(self.encoder_channels) >= 1, "vid.encoder_channels needs at least one scale")
+        _require(self.coord_scale > 0, "vid.coord_scale must be positive")
+
+
+@dataclass
+class DiffusionConfig:
+    """Noise schedule, parameterisation and sampling (SPEC section 3)."""
+
+    num_train_timesteps: int = 1000
+    """T, shared by the latents and the 3D motion."""
+    beta_schedule: Literal["scaled_linear", "linear", "squaredcos_cap_v2"] = "scaled_linear"
+    """diffusers beta schedule (CogVideoX: scaled_linear from 0.00085 to 0.012)."""
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    zero_terminal_snr: bool = True
+    """Rescale betas to zero terminal SNR, as CogVideoX's scheduler does."""
+    prediction: Literal["v", "x0"] = "v"
+    """What the DiT predicts (CogVideoX: v). VID always predicts x0; losses work in x0 space."""
+    sampler: Literal["ddim", "ddpm"] = "ddim"
+    """Posterior step of the sampler: DDPM (equation 3) or DDIM (fewer steps)."""
+    num_inference_steps: int = 50
+    """Sampling steps."""
+    guidance_scale: float = 1.0
+    """Classifier-free guidance on text and image; 1 disables it (one DiT pass per step)."""
+    condition_dropout: float = 0.1
+    """Training probability of dropping text and image together (for classifier-free guidance)."""
+    image_latent: Literal["repeat", "first_frame"] = "repeat"
+    """Reference-image latent on every latent frame (paper) or first frame + zeros (CogVideoX)."""
+    image_noise_log_sigma: tuple[float, float] = (-3.0, 0.5)
+    """Mean and std of log sigma of the noise added to the reference image (CogVideoX I2V);
+    sampling uses sigma = exp(mean)."""
+
+    def __post_init__(self) -> None:
+        _require(self.num_train_timesteps >= 2, "diffusion.num_train_timesteps must be >= 2")
+        _require(1 <= self.num_inference_steps <= self.num_train_timesteps,
+                 "diffusion.num_inference_steps must be in [1, num_train_timesteps]")
+        _require(0.0 <= self.condition_dropout < 1.0, "diffusion.condition_dropout must be in [0, 1)")
+        _require(self.guidance_scale >= 1.0, "diffusion.guidance_scale must be >= 1")
+
+
+@dataclass
+class LoopConfig:
+    """The closed loop between SViMo and VID (paper section 3.5, algorithm 1)."""
+
+    variant: Literal["full", "no_vid", "guidance_only", "gradient_only"] = "full"
+    """Ablations of table 3: both pathways, no VID, interaction guidance only, gradient
+    constraint only."""
+    svimo_weight: float = 1.0
+    """w1 on L_SViMo."""
+    vid_weight: float = 0.05
+    """w2 on L_VID."""
+    vid_warmup_steps: int = 0
+    """Steps that train VID alone before the joint phase (5k in the paper)."""
+
+    def __post_init__(self) -> None:
+        _require(self.svimo_weight >= 0 and self.vid_weight >= 0, "loop weights must be >= 0")
+        _require(self.vid_warmup_steps >= 0, "loop.vid_warmup_steps must be >= 0")
+
+
+@dataclass
+class EncodersConfig:
+    """Frozen encoders, loaded from paths the user gives (local or s3://); nothing downloads."""
+
+    vae: str | None = None
+    """Directory of an AutoencoderKLCogVideoX (diffusers layout: config.json + weights)."""
+    text_encoder: str | None = None
+    """Directory of a T5EncoderModel (transformers layout)."""
+    tokenizer: str | None = None
+    """Directory of its tokenizer (transformers layout)."""
+    vae_slicing: bool = True
+    """Encode/decode one clip of a batch at a time (less memory)."""
+    vae_tiling: bool = False
+    """Encode/decode in overlapping spatial tiles (for large frames on small GPUs)."""
+
+
+@dataclass
+class CodecConfig:
+    """`jobs/train_codec.py`: the small VAE, tokenizer and T5 that CPU flavours encode with."""
+
+    output: str = "outputs/codec"
+    """Directory that receives vae/, tokenizer/ and text_encoder/ (local or s3://)."""
+    shards: str = "outputs/shards"
+    """Shards whose training clips the VAE learns from."""
+    vae_channels: tuple[int, ...] = (16, 32, 32, 32)
+    """block_out_channels of the AutoencoderKLCogVideoX (one per down/up block)."""
+    steps: int = 300
+    """Optimiser steps."""
+    batch_size: int = 2
+    """Clips per step."""
+    learning_rate: float = 1e-3
+    """AdamW learning rate."""
+    kl_weight: float = 1e-6
+    """Weight of the KL term against the reconstruction loss."""
+    text_layers: int = 2
+    """T5 encoder layers (d_model is model.text_embed_dim)."""
+    text_heads: int = 4
+    """T5 attention heads."""
+    seed: int = 0
+    """Seed of the initial weights and of batch order."""
+
+    def __post_init__(self) -> None:
+        _require(self.steps >= 1 and self.batch_size >= 1, "codec.steps/batch_size must be >= 1")
+        _require(len(self.vae_channels) >= 1, "codec.vae_channels needs at least one block")
 
 
 @dataclass
@@ -171,6 +312,11 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     latent: LatentConfig = field(default_factory=LatentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    vid: VIDConfig = field(default_factory=VIDConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    encoders: EncodersConfig = field(default_factory=EncodersConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -234,12 +380,19 @@ FLAVOURS: dict[str, dict[str, Any]] = {
         "data": {"height": 64, "width": 96, "num_frames": 17},
         "model": {"num_layers": 4, "num_heads": 4, "head_dim": 32, "time_embed_dim": 64,
                   "text_embed_dim": 64, "max_text_tokens": 16},
+        "vid": {"hidden_size": 128, "num_layers": 4, "num_heads": 4,
+                "encoder_channels": [64, 128]},
     },
     # The paper's exact sizes (SPEC section 2).
     "svimo-5b": {
         "data": {"height": 416, "width": 624, "num_frames": 49},
         "model": {"num_layers": 42, "num_heads": 48, "head_dim": 64, "time_embed_dim": 512,
-                  "text_embed_dim": 4096, "max_text_tokens": 226},
+                  "text_embed_dim": 4096, "max_text_tokens": 226,
+                  "learned_positional_embedding": True, "rope_base_grid": [30, 45],
+                  "gradient_checkpointing": True},
+        "vid": {"hidden_size": 512, "num_layers": 8, "num_heads": 8,
+                "encoder_channels": [128, 256, 512]},
+        "loop": {"vid_warmup_steps": 5000},
         "prepare": {"video_encoding": "mp4"},
     },
 }
