@@ -20,10 +20,12 @@ the partial object appears). So callers hand over complete bytes and the upload 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
+import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -153,6 +155,27 @@ def _write_local_atomic(path: str, data: bytes | pa.Buffer) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def local_dir(path: str, storage: StorageConfig) -> Iterator[str]:
+    """A local directory with the contents of `path`: `path` itself when local, else a
+    temporary copy of the S3 prefix, deleted on exit. For libraries that only read local
+    directories (`from_pretrained`, safetensors memory maps).
+
+    Raises FileNotFoundError when nothing is there."""
+    if not is_s3(path):
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"no directory at {path!r}")
+        yield path
+        return
+    names = list_files(path, storage)
+    if not names:
+        raise FileNotFoundError(f"nothing under {path!r}")
+    with tempfile.TemporaryDirectory(prefix="svimo-") as tmp:
+        for name in names:
+            _write_local_atomic(os.path.join(tmp, name), read_bytes(join(path, name), storage))
+        yield tmp
 
 
 def read_text(path: str, storage: StorageConfig) -> str:

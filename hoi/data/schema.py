@@ -33,9 +33,9 @@ ARRAYS = (
     ArrayColumn("motion_video", required=True),    # (N, H, W, 3) uint8, raw or MP4
     ArrayColumn("joints", required=True),          # (N, 42, 3) float32
     ArrayColumn("points", required=True),          # (N, 298, 3) float32
-    ArrayColumn("video_latent", required=False),   # (C, F, h, w): VAE latent of the video
-    ArrayColumn("motion_latent", required=False),  # (C, F, h, w): VAE latent of the motion video
-    ArrayColumn("image_latent", required=False),   # (C, 1, h, w): VAE latent of the first frame
+    ArrayColumn("video_latent", required=False),   # (F, C, h, w): VAE latent of the video
+    ArrayColumn("motion_latent", required=False),  # (F, C, h, w): VAE latent of the motion video
+    ArrayColumn("image_latent", required=False),   # (1, C, h, w): VAE latent of the first frame
     ArrayColumn("text_embedding", required=False), # (L, D): text encoder features of the prompt
 )
 VIDEOS = ("video", "motion_video")

@@ -1,0 +1,1 @@
+"""Networks: the synchronized video-motion DiT (SViMo), VID, attention, encoders, weights."""

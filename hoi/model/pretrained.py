@@ -1,0 +1,68 @@
+"""Our own inference checkpoints: one directory per network, `config.json` + `model.safetensors`.
+
+`config.json` holds the class name and the *whole* run config the network was built from, so
+a directory loads with nothing else given. Works on local paths and s3:// alike.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+import safetensors.torch
+import torch
+import torch.nn as nn
+
+from hoi.config import Config, StorageConfig, from_dict
+from hoi.storage import join, read_bytes, read_text, write_bytes, write_text
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+M = TypeVar("M", bound="Pretrained")
+
+
+class Pretrained(nn.Module):
+    """Base of networks built as `cls(cfg: Config)` that save and load themselves."""
+
+    config: Config
+
+    def save_pretrained(self, path: str, storage: StorageConfig | None = None) -> None:
+        """Write `path/model.safetensors`, then `path/config.json` (its presence marks a
+        complete directory: each file is written atomically, the config last)."""
+        storage = storage or StorageConfig()
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        write_bytes(join(path, WEIGHTS_NAME), safetensors.torch.save(state), storage)
+        meta: dict[str, Any] = {"class": type(self).__name__, "config": self.config.to_dict()}
+        write_text(join(path, CONFIG_NAME), json.dumps(meta, indent=2), storage)
+
+    @classmethod
+    def from_pretrained(cls: type[M], path: str, storage: StorageConfig | None = None, *,
+                        device: torch.device | str | None = None,
+                        dtype: torch.dtype | None = None) -> M:
+        """Build from `path` (a directory written by `save_pretrained`), in eval mode."""
+        storage = storage or StorageConfig()
+        try:
+            meta = json.loads(read_text(join(path, CONFIG_NAME), storage))
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"no {CONFIG_NAME} under {path!r}: not a saved "
+                                    f"{cls.__name__} (or an incomplete one)") from e
+        if meta.get("class") != cls.__name__:
+            raise ValueError(f"{path!r} holds a {meta.get('class')}, not a {cls.__name__}")
+        cfg = from_dict(Config, meta["config"])
+        state = safetensors.torch.load(read_bytes(join(path, WEIGHTS_NAME), storage))
+        return build_with_state(cls, cfg, state, device=device, dtype=dtype)
+
+
+def build_with_state(cls: type[M], cfg: Config, state: dict[str, torch.Tensor], *,
+                     device: torch.device | str | None = None,
+                     dtype: torch.dtype | None = None) -> M:
+    """`cls(cfg)` built on the meta device and filled from `state` (strictly): no time or
+    memory spent on an initialisation that is overwritten at once (5B parameters)."""
+    with torch.device("meta"):
+        model = cls(cfg)
+    model.load_state_dict(state, strict=True, assign=True)
+    leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if leftover:
+        raise RuntimeError(f"{cls.__name__}: no values for {leftover[:5]}")
+    return model.to(device=device, dtype=dtype).eval()
