@@ -49,11 +49,15 @@ class DataConfig:
     """Frames N per clip; N - 1 must be a multiple of latent.temporal_compression."""
     fps: float = 8.0
     """Frame rate of prepared clips (the paper resamples TACO to 8 fps)."""
+    fov_y_deg: float = 48.0
+    """Vertical field of view of the synthetic clips' camera, and of the camera that renders
+    generated motion when the caller gives no intrinsics."""
 
     def __post_init__(self) -> None:
         _require(self.height > 0 and self.width > 0, "data.height and data.width must be positive")
         _require(self.num_frames >= 1, "data.num_frames must be at least 1")
         _require(self.fps > 0, "data.fps must be positive")
+        _require(0 < self.fov_y_deg < 180, "data.fov_y_deg must be in (0, 180)")
 
 
 @dataclass
@@ -133,6 +137,8 @@ class VIDConfig:
     """Camera-frame point (m) that motion coordinates are centred on before diffusion."""
     coord_scale: float = 0.1
     """Metres per unit of normalised motion coordinates."""
+    gradient_checkpointing: bool = False
+    """Recompute encoder stages and transformer layers in the backward pass."""
 
     def __post_init__(self) -> None:
         _require(self.hidden_size % self.num_heads == 0,
@@ -391,7 +397,7 @@ FLAVOURS: dict[str, dict[str, Any]] = {
                   "learned_positional_embedding": True, "rope_base_grid": [30, 45],
                   "gradient_checkpointing": True},
         "vid": {"hidden_size": 512, "num_layers": 8, "num_heads": 8,
-                "encoder_channels": [128, 256, 512]},
+                "encoder_channels": [128, 256, 512], "gradient_checkpointing": True},
         "loop": {"vid_warmup_steps": 5000},
         "prepare": {"video_encoding": "mp4"},
     },

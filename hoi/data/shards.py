@@ -308,3 +308,11 @@ class ClipCollate(NumpyBatchCollateFn):
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor | list]:
         return {name: value.tolist() if value.dtype.kind in "OUS" else torch.tensor(value)
                 for name, value in batch.items()}
+
+
+def collate_clips(clips: Sequence[Clip]) -> dict[str, torch.Tensor | list]:
+    """In-memory clips -> the same batch `ClipCollate` makes from a `read_clips` dataset
+    (for single-process use: tests, sampling a few clips, the overfit check)."""
+    batch = {name: np.stack([np.asarray(getattr(c, name)) for c in clips])
+             for name in CLIP_COLUMNS}
+    return ClipCollate()(batch)

@@ -380,7 +380,7 @@ def generate_clip(seed: int, data: DataConfig, split: str = "train", clip_id: st
                               _rigid(target_dense[0], R_target, p_target)], axis=1)
     az = np.deg2rad(-90 + rng.uniform(-15, 15))
     el = np.deg2rad(rng.uniform(35, 50))
-    K = intrinsics(data.height, data.width, fov_y_deg=48.0)
+    K = intrinsics(data.height, data.width, fov_y_deg=data.fov_y_deg)
     R_cam, T_cam = frame_camera(np.concatenate([joints, surfels], 1).reshape(-1, 3), az, el, K,
                                 fill=rng.uniform(0.75, 0.9))
 

@@ -1,0 +1,1 @@
+"""Diffusion: the noise schedule, parameterisations, samplers' steps and the training losses."""

@@ -1,0 +1,118 @@
+"""The closed-loop training objective of SViMo and VID (paper section 3.5, algorithm 1).
+
+    (z_t^V, z_t^M) --VID no-grad--> (h~0, o~0) --Proj--> M~ --VAE--> z~_0^M   (guidance)
+    SViMo(z_t^V + z_I, z_t^M + z~_0^M, P, t) -> (x0^V, x0^M)
+    VID((h_t, o_t), (x0^V, x0^M), t) -> (h0, o0)   with gradient into SViMo (constraint)
+    L = w1 L_SViMo + w2 L_VID
+
+Variants (the paper's ablations, `loop.variant`):
+- "full": both pathways;
+- "guidance_only": VID's guidance feeds SViMo, but VID learns from the noisy latents
+  (z_t^V, z_t^M) and its loss never reaches SViMo;
+- "gradient_only": no guidance (zeros in the slot); VID reads SViMo's x0 predictions;
+- "no_vid": SViMo alone with an empty guidance slot.
+The warm-up phase trains VID alone on the noisy latents (its equation 6 as written).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from hoi.config import Config
+from hoi.diffusion.conditions import (
+    TrainBatch,
+    drop_conditions,
+    image_condition,
+    render_guidance,
+)
+from hoi.diffusion.losses import svimo_loss, vid_loss
+from hoi.diffusion.schedule import Schedule
+from hoi.model.encoders import VideoVAE
+from hoi.model.svimo import SViMo
+from hoi.model.vid import VID
+
+Phase = Literal["warmup", "joint"]
+
+
+class ClosedLoop:
+    """Owns the noise math of one training step; the networks only `forward`."""
+
+    def __init__(self, cfg: Config, svimo: SViMo, vid: VID, vae: VideoVAE,
+                 null_text: torch.Tensor, schedule: Schedule | None = None):
+        """null_text: (1, L, D) features of the empty prompt (condition dropout)."""
+        self.cfg, self.svimo, self.vid, self.vae = cfg, svimo, vid, vae
+        self.null_text = null_text
+        self.schedule = schedule or Schedule(cfg.diffusion)
+
+    def phase(self, step: int) -> Phase:
+        """VID warms up alone for `loop.vid_warmup_steps` steps, then the joint phase."""
+        return "warmup" if step < self.cfg.loop.vid_warmup_steps else "joint"
+
+    def losses(self, batch: TrainBatch, generator: torch.Generator, phase: Phase = "joint"
+               ) -> dict[str, torch.Tensor]:
+        """Every loss term of one step; "total" is the one to back-propagate.
+
+        `generator` (on the batch's device) draws t, the three noises and condition dropout.
+        """
+        cfg, loop, schedule = self.cfg, self.cfg.loop, self.schedule
+        # 1. t and the diffused data (equation 1), one t per clip for all three variables.
+        B = batch.video_latent.shape[0]
+        device = batch.video_latent.device
+        t = schedule.sample_timesteps(B, generator, device)
+        noise = {name: _randn_like(x, generator) for name, x in
+                 (("video", batch.video_latent), ("motion_latent", batch.motion_latent),
+                  ("motion", batch.motion))}
+        z_v = schedule.add_noise(batch.video_latent, noise["video"], t)
+        z_m = schedule.add_noise(batch.motion_latent, noise["motion_latent"], t)
+        motion_t = schedule.add_noise(batch.motion, noise["motion"], t)
+
+        if phase == "warmup":
+            terms = _prefixed(vid_loss(self.vid(motion_t, z_v, z_m, t), batch.motion), "vid")
+            terms["total"] = terms["vid"]
+            return terms
+
+        # 2. Interaction guidance: VID without gradient -> Proj -> VAE (algorithm 1, line 8-9).
+        vid_on_noisy = None
+        if loop.variant == "guidance_only":
+            # VID learns from the noisy latents; its (detached) estimate is also the guidance
+            vid_on_noisy = self.vid(motion_t, z_v, z_m, t)
+            guidance = render_guidance(vid_on_noisy.detach(), batch.K, self.vae, cfg)
+        elif loop.variant == "full":
+            with torch.no_grad():
+                guidance = render_guidance(self.vid(motion_t, z_v, z_m, t), batch.K,
+                                           self.vae, cfg)
+        else:
+            guidance = torch.zeros_like(z_m)
+
+        # 3. SViMo on (z_t^V + z_I, z_t^M + z~_0^M, P, t), conditions dropped for CFG.
+        text, image = drop_conditions(batch.text, batch.image_latent, self.null_text,
+                                      cfg.diffusion.condition_dropout, generator)
+        image = image_condition(image, z_v.shape[1], cfg.diffusion.image_latent)
+        pred_v, pred_m = self.svimo(z_v, image, text, t, z_m, guidance)
+        x0_v = schedule.x0_from(pred_v, z_v, t, cfg.diffusion.prediction)
+        x0_m = schedule.x0_from(pred_m, z_m, t, cfg.diffusion.prediction)
+        terms = _prefixed(svimo_loss(x0_v, batch.video_latent, x0_m, batch.motion_latent),
+                          "svimo")
+        total = loop.svimo_weight * terms["svimo"]
+
+        # 4. VID's loss: through SViMo's x0 predictions (gradient constraint) or not at all.
+        if loop.variant in ("full", "gradient_only"):
+            vid_motion = self.vid(motion_t, x0_v, x0_m, t)
+        else:
+            vid_motion = vid_on_noisy
+        if vid_motion is not None:
+            terms |= _prefixed(vid_loss(vid_motion, batch.motion), "vid")
+            total = total + loop.vid_weight * terms["vid"]
+        terms["total"] = total
+        return terms
+
+
+def _randn_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(x.shape, generator=generator, device=generator.device).to(x)
+
+
+def _prefixed(terms: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    """{'total': a, 'video': b} -> {'svimo': a, 'svimo_video': b}."""
+    return {(name if k == "total" else f"{name}_{k}"): v for k, v in terms.items()}

@@ -1,0 +1,116 @@
+"""What the DiT is conditioned on, built the same way in training and sampling.
+
+- the reference-image latent on every latent frame (paper) or on the first only (CogVideoX);
+- condition dropout for classifier-free guidance (text -> the empty prompt's features, image
+  latent -> zeros, together);
+- the interaction guidance z~_0^M: a 3D motion estimate rendered by `Proj` in its camera and
+  encoded by the frozen VAE (paper equation 7, first row);
+- the training batch: clips as read from shards -> latents, text features, normalised motion.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+
+from hoi.config import Config
+from hoi.geometry.motion import denormalize, normalize, pack, to_camera, unpack
+from hoi.model.encoders import TextEncoder, VideoVAE
+from hoi.render.motion_video import render_motion_video
+
+
+def image_condition(image_latent: torch.Tensor, frames: int, mode: str) -> torch.Tensor:
+    """(B, 1, C, h, w) -> (B, F, C, h, w): repeated ("repeat") or first frame + zeros."""
+    if mode == "repeat":
+        return image_latent.expand(-1, frames, -1, -1, -1)
+    padding = image_latent.new_zeros(image_latent.shape[0], frames - 1, *image_latent.shape[2:])
+    return torch.cat([image_latent, padding], dim=1)
+
+
+def drop_conditions(text: torch.Tensor, image_latent: torch.Tensor, null_text: torch.Tensor,
+                    probability: float, generator: torch.Generator | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, with `probability`, replace the text by the empty prompt's features
+    (1, L, D) and the image latent by zeros: the unconditional model that classifier-free
+    guidance extrapolates from."""
+    keep = torch.rand(text.shape[0], generator=generator, device=text.device) >= probability
+    keep = keep.to(text.device)
+    text = torch.where(keep[:, None, None], text, null_text.to(text.dtype))
+    image_latent = image_latent * keep[:, None, None, None, None].to(image_latent.dtype)
+    return text, image_latent
+
+
+def image_noise_sigma(cfg: Config, batch: int, generator: torch.Generator | None = None,
+                      training: bool = True) -> torch.Tensor:
+    """(B,) sigma of the noise added to the reference image: log-normal in training, its
+    median exp(mean) at sampling (CogVideoX I2V's augmentation)."""
+    mean, std = cfg.diffusion.image_noise_log_sigma
+    if not training:
+        return torch.full((batch,), math.exp(mean))
+    device = generator.device if generator is not None else None
+    return (torch.randn(batch, generator=generator, device=device) * std + mean).exp()
+
+
+def render_guidance(motion: torch.Tensor, K: torch.Tensor, vae: VideoVAE, cfg: Config
+                    ) -> torch.Tensor:
+    """`Proj` + VAE: a normalised camera-frame motion (B, N, 340, 3) -> the latent of its
+    rendered motion video (B, F, C, h, w), drawn with intrinsics K (B, 3, 3)."""
+    joints, points = unpack(denormalize(motion.float(), cfg.vid.coord_center,
+                                        cfg.vid.coord_scale))
+    B = motion.shape[0]
+    R = torch.eye(3, device=motion.device).expand(B, 3, 3)
+    T = torch.zeros(B, 3, device=motion.device)
+    frames = render_motion_video(joints, points, K.to(motion.device).float(), R, T,
+                                 cfg.data.height, cfg.data.width)
+    return vae.encode(frames).to(motion.dtype)
+
+
+@dataclass
+class TrainBatch:
+    """One encoded training batch (algorithm 1, lines 3-4).
+
+    video_latent, motion_latent: (B, F, C, h, w) z_0^V and z_0^M (of the rendered motion video);
+    image_latent: (B, 1, C, h, w) z_I of the noised first frame; text: (B, L, D) features;
+    motion: (B, N, 340, 3) normalised camera-frame joints + points; K: (B, 3, 3).
+    """
+
+    video_latent: torch.Tensor
+    motion_latent: torch.Tensor
+    image_latent: torch.Tensor
+    text: torch.Tensor
+    motion: torch.Tensor
+    K: torch.Tensor
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+           ) -> TrainBatch:
+        """Floating tensors to `dtype` (K stays float32), all to `device`."""
+        moved = {}
+        for f in fields(self):
+            x = getattr(self, f.name)
+            moved[f.name] = x.to(device=device, dtype=None if f.name == "K" else dtype)
+        return TrainBatch(**moved)
+
+
+@torch.no_grad()
+def encode_clips(clips: dict, vae: VideoVAE, text_encoder: TextEncoder, cfg: Config,
+                 generator: torch.Generator) -> TrainBatch:
+    """Clips as `ClipCollate` gives them (video, motion_video uint8 (B, N, H, W, 3); joints,
+    points world-frame; K, R, T; prompt list) -> a TrainBatch on the VAE's device.
+
+    `generator` (on the VAE's device) draws the reference image's noise augmentation."""
+    device = vae.device
+    video = clips["video"].to(device)
+    sigma = image_noise_sigma(cfg, video.shape[0], generator)
+    motion = pack(clips["joints"].float(), clips["points"].float())
+    motion = normalize(to_camera(motion, clips["R"].float(), clips["T"].float()),
+                       cfg.vid.coord_center, cfg.vid.coord_scale)
+    return TrainBatch(
+        video_latent=vae.encode(video),
+        motion_latent=vae.encode(clips["motion_video"].to(device)),
+        image_latent=vae.encode_image(video[:, 0], sigma.to(device), generator=generator),
+        text=text_encoder.encode(list(clips["prompt"])).to(device),
+        motion=motion.to(device),
+        K=clips["K"].float().to(device),
+    )
