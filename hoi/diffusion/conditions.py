@@ -83,6 +83,13 @@ class TrainBatch:
     motion: torch.Tensor
     K: torch.Tensor
 
+    def __len__(self) -> int:
+        return self.video_latent.shape[0]
+
+    def select(self, index: torch.Tensor | slice) -> TrainBatch:
+        """The clips at `index` (a (B',) long tensor or a slice)."""
+        return TrainBatch(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
            ) -> TrainBatch:
         """Floating tensors to `dtype` (K stays float32), all to `device`."""

@@ -17,6 +17,7 @@ Shapes: latents are (B, F, C, h, w); text features (B, L, D_text); timesteps (B,
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 import torch
@@ -249,6 +250,12 @@ class SViMo(Pretrained):
             set() if enabled is False else set(enabled))
         for i, block in enumerate(self.transformer_blocks):
             block.gradient_checkpointing = i in chosen
+
+    def set_motion_mask(self, enabled: bool) -> None:
+        """Switch CoInteract's asymmetric mask (`model.motion_attention_mask`) on or off, as
+        between its two training stages; recorded in the config that checkpoints carry."""
+        model = dataclasses.replace(self.config.model, motion_attention_mask=enabled)
+        self.config = dataclasses.replace(self.config, model=model)
 
     def _sincos_table(self) -> torch.Tensor:
         """CogVideoX's initial positional table for this model's grid: zeros for text, 3D

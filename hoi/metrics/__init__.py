@@ -1,0 +1,1 @@
+"""Metrics of generated video and motion."""

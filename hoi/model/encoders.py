@@ -1,0 +1,233 @@
+"""Frozen encoders: the CogVideoX video VAE and the T5 text encoder, loaded from user paths.
+
+Nothing here downloads: a path is a local directory or an s3:// prefix (copied to a temporary
+local directory, since `from_pretrained` reads local files only). The real models are
+CogVideoX-5B-I2V's VAE and T5 v1.1 XXL (4096-d); the CPU flavours use the small ones that
+`jobs/train_codec.py` builds.
+
+Layouts (see /work/notes/contract.md):
+
+- videos are uint8 (B, N, H, W, 3), as renderers and shards give them;
+- the VAE itself sees floats in [-1, 1] as (B, 3, N, H, W) (diffusers layout);
+- latents are (B, F, C, h, w), frames first like CogVideoX's transformer input, already
+  multiplied by the VAE's ``config.scaling_factor`` (so they have about unit variance).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from diffusers import AutoencoderKLCogVideoX
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5EncoderModel
+
+from hoi.config import Config, ConfigError, StorageConfig
+from hoi.storage import local_dir
+
+Device = torch.device | str | None
+
+# ---------------------------------------------------------------------------------------------
+# Pixel layouts
+# ---------------------------------------------------------------------------------------------
+
+
+def to_vae_input(video: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, N, H, W, 3) -> float32 (B, 3, N, H, W) in [-1, 1]."""
+    if video.dtype != torch.uint8 or video.ndim != 5 or video.shape[-1] != 3:
+        raise ValueError(f"expected a uint8 video (B, N, H, W, 3), got {video.dtype} "
+                         f"{tuple(video.shape)}")
+    return video.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+
+
+def from_vae_output(x: torch.Tensor) -> torch.Tensor:
+    """float (B, 3, N, H, W), nominally in [-1, 1] -> uint8 (B, N, H, W, 3) (clamped, rounded)."""
+    pixels = ((x.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round()
+    return pixels.to(torch.uint8).permute(0, 2, 3, 4, 1).contiguous()
+
+
+# ---------------------------------------------------------------------------------------------
+# Video VAE
+# ---------------------------------------------------------------------------------------------
+
+
+class VideoVAE:
+    """A frozen `AutoencoderKLCogVideoX` behind uint8 videos and (B, F, C, h, w) latents.
+
+    A plain object rather than an `nn.Module`, so that it never ends up in a trained
+    network's state_dict or optimiser by being assigned as an attribute.
+    """
+
+    def __init__(self, vae: AutoencoderKLCogVideoX) -> None:
+        self.vae = vae.eval().requires_grad_(False)
+
+    @classmethod
+    def load(cls, path: str, storage: StorageConfig, *, slicing: bool, tiling: bool,
+             device: Device = None, dtype: torch.dtype | None = None) -> VideoVAE:
+        """From a diffusers directory (config.json + weights), local or s3://.
+
+        slicing: encode/decode one clip of a batch at a time; tiling: in overlapping spatial
+        tiles. Raises FileNotFoundError naming `path` when nothing is there."""
+        with local_dir(path, storage) as local:
+            _require_file(local, "config.json", path, "AutoencoderKLCogVideoX")
+            vae = AutoencoderKLCogVideoX.from_pretrained(local, local_files_only=True)
+        if slicing:
+            vae.enable_slicing()
+        if tiling:
+            vae.enable_tiling()
+        return cls(vae.to(device=device, dtype=dtype))
+
+    def to(self, device: Device = None, dtype: torch.dtype | None = None) -> VideoVAE:
+        self.vae.to(device=device, dtype=dtype)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.vae.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.vae.dtype
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    @property
+    def spatial_compression(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def temporal_compression(self) -> int:
+        return int(self.vae.config.temporal_compression_ratio)
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 (B, N, H, W, 3) -> scaled latents (B, F, C, h, w), F = (N - 1) / 4 + 1.
+
+        The posterior's mode, or a sample drawn with `generator` when one is given."""
+        return self._encode_pixels(to_vae_input(video), generator)
+
+    @torch.no_grad()
+    def encode_image(self, image: torch.Tensor, noise_sigma: torch.Tensor | None = None,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 (B, H, W, 3) -> scaled latents (B, 1, C, h, w) of the image as a 1-frame video.
+
+        noise_sigma (B,): std of Gaussian noise added in [-1, 1] pixel space before encoding
+        (CogVideoX I2V's noise augmentation of the reference image); the noise is drawn with
+        `generator`, which then also samples the posterior (as CogVideoX's I2V fine-tuning
+        does). Without noise and generator this equals `encode` of the 1-frame video."""
+        pixels = to_vae_input(image[:, None])
+        if noise_sigma is not None and generator is not None:
+            sigma = noise_sigma.to(pixels).reshape(-1, 1, 1, 1, 1)
+            noise = torch.randn(pixels.shape, generator=generator, device=generator.device)
+            pixels = pixels + sigma * noise.to(pixels)
+        elif noise_sigma is not None and bool((noise_sigma != 0).any()):
+            raise ValueError("noise_sigma > 0 needs a generator to draw the noise with")
+        return self._encode_pixels(pixels, generator)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (B, F, C, h, w) -> uint8 video (B, N, H, W, 3), N = 4 (F - 1) + 1."""
+        z = latents.to(device=self.device, dtype=self.dtype).permute(0, 2, 1, 3, 4)
+        return from_vae_output(self.vae.decode(z / self.scaling_factor).sample)
+
+    def _encode_pixels(self, pixels: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """float (B, 3, N, H, W) in [-1, 1] -> scaled latents (B, F, C, h, w)."""
+        posterior = self.vae.encode(pixels.to(device=self.device, dtype=self.dtype)).latent_dist
+        z = posterior.mode() if generator is None else posterior.sample(generator)
+        return (z * self.scaling_factor).permute(0, 2, 1, 3, 4).contiguous()
+
+
+# ---------------------------------------------------------------------------------------------
+# Text encoder
+# ---------------------------------------------------------------------------------------------
+
+
+class TextEncoder:
+    """A frozen T5 encoder and its tokenizer: prompts -> (B, max_tokens, D) features."""
+
+    def __init__(self, model: T5EncoderModel, tokenizer: PreTrainedTokenizerBase,
+                 max_tokens: int) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+
+    @classmethod
+    def load(cls, text_encoder_path: str, tokenizer_path: str, storage: StorageConfig, *,
+             max_tokens: int, device: Device = None,
+             dtype: torch.dtype | None = None) -> TextEncoder:
+        """From transformers directories, local or s3://; FileNotFoundError names a missing one."""
+        with local_dir(tokenizer_path, storage) as local:
+            _require_file(local, "tokenizer_config.json", tokenizer_path, "tokenizer")
+            tokenizer = AutoTokenizer.from_pretrained(local, local_files_only=True)
+        with local_dir(text_encoder_path, storage) as local:
+            _require_file(local, "config.json", text_encoder_path, "T5EncoderModel")
+            model = T5EncoderModel.from_pretrained(local, local_files_only=True)
+        return cls(model.to(device=device, dtype=dtype), tokenizer, max_tokens)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.config.d_model)
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        """B prompts -> (B, max_tokens, D) in the model's dtype.
+
+        As CogVideoX's pipeline (`_get_t5_prompt_embeds`): padded to max_tokens, truncated,
+        special tokens (EOS) added, and T5 run on the ids *without* an attention mask, so the
+        pad positions carry features too and the DiT sees them all."""
+        ids = self.tokenizer(list(prompts), padding="max_length", max_length=self.max_tokens,
+                             truncation=True, add_special_tokens=True,
+                             return_tensors="pt").input_ids
+        return self.model(ids.to(self.model.device))[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading both from the config
+# ---------------------------------------------------------------------------------------------
+
+
+def load_encoders(cfg: Config, device: Device = None,
+                  dtype: torch.dtype | None = None) -> tuple[VideoVAE, TextEncoder]:
+    """The VAE and text encoder at cfg.encoders' paths, checked against the config's sizes.
+
+    Raises ConfigError when a path is unset or a model does not fit the config (latent
+    channels, compression, text width), FileNotFoundError when a path holds nothing."""
+    enc = cfg.encoders
+    unset = [name for name in ("vae", "tokenizer", "text_encoder") if getattr(enc, name) is None]
+    if unset:
+        raise ConfigError(
+            f"encoders.{', encoders.'.join(unset)} not set: give the directories of your VAE, "
+            f"tokenizer and T5 (local or s3://), or build small ones with "
+            f"`python jobs/train_codec.py --flavour {cfg.flavour}` and set encoders.vae, "
+            f"encoders.tokenizer, encoders.text_encoder to <codec.output>/vae, /tokenizer, "
+            f"/text_encoder")
+    vae = VideoVAE.load(enc.vae, cfg.storage, slicing=enc.vae_slicing, tiling=enc.vae_tiling,
+                        device=device, dtype=dtype)
+    text = TextEncoder.load(enc.text_encoder, enc.tokenizer, cfg.storage,
+                            max_tokens=cfg.model.max_text_tokens, device=device, dtype=dtype)
+    _check_fit(cfg, vae, text)
+    return vae, text
+
+
+def _check_fit(cfg: Config, vae: VideoVAE, text: TextEncoder) -> None:
+    expected = {"latent channels": (vae.latent_channels, cfg.latent.channels),
+                "spatial compression": (vae.spatial_compression, cfg.latent.spatial_compression),
+                "temporal compression": (vae.temporal_compression,
+                                         cfg.latent.temporal_compression),
+                "text width": (text.embed_dim, cfg.model.text_embed_dim)}
+    wrong = [f"{name} {got} (config: {want})" for name, (got, want) in expected.items()
+             if got != want]
+    if wrong:
+        raise ConfigError(f"the encoders at {cfg.encoders.vae!r} / {cfg.encoders.text_encoder!r} "
+                          f"do not fit the config: {'; '.join(wrong)}")
+
+
+def _require_file(local: str, name: str, path: str, what: str) -> None:
+    """A directory without `name` would make `from_pretrained` treat `path` as a Hub id."""
+    if not os.path.isfile(os.path.join(local, name)):
+        raise FileNotFoundError(f"no {name} under {path!r}: not a saved {what}")

@@ -1,0 +1,1 @@
+"""Training code behind the jobs/train*.py entry points."""

@@ -1,0 +1,121 @@
+"""hoi.train.codec and jobs/train_codec.py: a few steps on tiny clips, saved, loaded back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hoi.config import StorageConfig, load_config
+from hoi.data.clip import Clip
+from hoi.data.schema import clip_to_row
+from hoi.data.shards import shard_path, write_shard
+from hoi.data.synthetic import ACTIONS, prompt_for
+from hoi.model.encoders import load_encoders
+from hoi.train.codec import SUMMARY_NAME, build_tokenizer, prompt_vocabulary, read_split, run
+from jobs.train_codec import main
+from tests.conftest import make_clip
+
+LOCAL = StorageConfig()
+
+
+def codec_config(shards: Path, output: Path, *extra: str):
+    return load_config(flavour="svimo-tiny", overrides=[
+        "--codec.shards", str(shards), "--codec.output", str(output),
+        "--codec.vae_channels", "[8, 8, 8, 8]", "--codec.steps", "10", "--codec.batch_size", "2",
+        "--codec.learning_rate", "3.0e-3", *extra])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Small convolutions run far faster on one thread when other processes share the two
+    cores (OpenMP workers spin-wait for a busy core: the job below took 25 CPU-s on two
+    threads under load, 2 CPU-s on one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def learnable(clip: Clip, rng: np.random.Generator) -> Clip:
+    """The clip with videos a few VAE steps visibly learn: a horizontal colour ramp, and the
+    motion video thresholded to black and white (the random 8x8 blocks of `make_clip` take
+    hundreds of steps)."""
+    colour = rng.integers(0, 256, 3)
+    ramp = np.linspace(0.2, 1.0, clip.video.shape[2])[None, None, :, None]
+    clip.video = np.broadcast_to(colour * ramp, clip.video.shape).astype(np.uint8).copy()
+    clip.motion_video = (clip.motion_video > 200).astype(np.uint8) * 255
+    return clip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """The job run once on 4 training and 2 validation clips (9 x 32 x 48); one prompt per
+    split uses a word that no synthetic prompt has."""
+    root = tmp_path_factory.mktemp("codec")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 2)):
+        clips = [learnable(make_clip(f"{split}-{i}", rng, split), rng) for i in range(n)]
+        clips[0].prompt = "squeeze the lemon"
+        write_shard([clip_to_row(c) for c in clips], shard_path(str(root / "shards"), split, 0),
+                    LOCAL)
+    cfg = codec_config(root / "shards", root / "codec")
+    return cfg, run(cfg, progress=False)
+
+
+def test_job_writes_three_dirs_and_a_summary(trained):
+    cfg, summary = trained
+    out = Path(cfg.codec.output)
+    assert sorted(p.name for p in out.iterdir()) == [SUMMARY_NAME, "text_encoder", "tokenizer",
+                                                     "vae"]
+    assert json.loads((out / SUMMARY_NAME).read_text()) == summary
+    assert summary["clips"] == {"train": 4, "val": 2} and summary["evaluated_on"] == "val"
+    assert set(summary["psnr_db"]) == {"video", "motion_video"}
+    assert all(5 < v < 60 for v in summary["psnr_db"].values())
+    assert summary["settings"]["vae_channels"] == [8, 8, 8, 8]
+    # training lowered the reconstruction error, on the validation clips
+    assert summary["l1"]["after"] < summary["l1"]["before"]
+
+
+def test_saved_codec_loads_through_load_encoders(trained):
+    cfg, summary = trained
+    paths = summary["paths"]
+    cfg = load_config(flavour="svimo-tiny", overrides=[
+        "--encoders.vae", paths["vae"], "--encoders.tokenizer", paths["tokenizer"],
+        "--encoders.text_encoder", paths["text_encoder"]])
+    vae, text = load_encoders(cfg)
+    assert vae.scaling_factor == pytest.approx(summary["scaling_factor"])
+    # the scaling factor gives the training latents (posterior modes) unit std
+    train = read_split(trained[0].codec.shards, "train", cfg)
+    latents = vae.encode(train.both)
+    assert latents.shape == (8, *cfg.latent_shape[:1], cfg.latent.channels, *cfg.latent_shape[1:])
+    assert latents.std().item() == pytest.approx(1.0, rel=1e-3)
+    # the new word got its own id: the two prompts differ in features
+    emb = text.encode(["squeeze the lemon", "stir the lemon", "squeeze the lemon"])
+    assert emb.shape == (3, cfg.model.max_text_tokens, cfg.model.text_embed_dim)
+    assert torch.equal(emb[0], emb[2]) and (emb[0] - emb[1]).abs().max() > 1e-2
+
+
+def test_vocabulary_covers_every_synthetic_prompt():
+    vocabulary = prompt_vocabulary(["Squeeze the lemon!"])
+    tokenizer = build_tokenizer(vocabulary, 16)
+    unk = tokenizer.unk_token_id
+    synthetic = [prompt_for(a, target, tool) for a, (tools, targets) in ACTIONS.items()
+                 for tool in tools for target in targets]
+    assert set(synthetic) <= set(vocabulary)
+    ids = tokenizer(synthetic + ["squeeze THE lemon", "juggle the lemon"], padding="max_length",
+                    max_length=16, truncation=True).input_ids
+    assert all(unk not in row for row in ids[:-1])  # case-insensitive, punctuation split off
+    assert ids[-1][0] == unk and ids[-1][3] == tokenizer.eos_token_id
+
+
+def test_cli_exit_codes(tmp_path, capsys):
+    assert main(["--codec.stpes", "3"]) == 2
+    assert "codec.steps" in capsys.readouterr().err  # the nearest valid key is suggested
+    assert main(["--codec.shards", str(tmp_path / "none"), "--codec.output",
+                 str(tmp_path / "out")]) == 1
+    assert "no training clips" in capsys.readouterr().err
