@@ -1,6 +1,7 @@
 import pytest
+import yaml
 
-from hoi.config import FLAVOURS, ConfigError, load_config, parse_overrides
+from hoi.config import FLAVOURS, Config, ConfigError, from_dict, load_config, parse_overrides
 
 
 def test_svimo_5b_derived_sizes_match_the_paper():
@@ -70,3 +71,14 @@ def test_impossible_or_malformed_values_are_rejected(override, message):
 def test_parse_overrides_nests_dotted_keys():
     assert parse_overrides(["--data.height=64", "--ray.address", "auto"]) == {
         "data": {"height": 64}, "ray": {"address": "auto"}}
+
+
+def test_to_dict_round_trips_through_json_and_yaml():
+    import json
+
+    cfg = load_config(flavour="svimo-5b")
+    plain = cfg.to_dict()
+    assert plain["vid"]["encoder_channels"] == [128, 256, 512]
+    assert json.loads(json.dumps(plain)) == plain
+    assert yaml.safe_load(cfg.to_yaml()) == plain
+    assert from_dict(Config, plain) == cfg
