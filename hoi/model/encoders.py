@@ -69,12 +69,15 @@ class VideoVAE:
         tiles. Raises FileNotFoundError naming `path` when nothing is there."""
         with local_dir(path, storage) as local:
             _require_file(local, "config.json", path, "AutoencoderKLCogVideoX")
-            vae = AutoencoderKLCogVideoX.from_pretrained(local, local_files_only=True)
+            # torch_dtype rather than .to(dtype): diffusers keeps modules that must stay in
+            # float32 there; low_cpu_mem_usage=False because accelerate is not a dependency.
+            vae = AutoencoderKLCogVideoX.from_pretrained(
+                local, local_files_only=True, torch_dtype=dtype, low_cpu_mem_usage=False)
         if slicing:
             vae.enable_slicing()
         if tiling:
             vae.enable_tiling()
-        return cls(vae.to(device=device, dtype=dtype))
+        return cls(vae.to(device))
 
     def to(self, device: Device = None, dtype: torch.dtype | None = None) -> VideoVAE:
         self.vae.to(device=device, dtype=dtype)
@@ -106,10 +109,11 @@ class VideoVAE:
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """uint8 (B, N, H, W, 3) -> scaled latents (B, F, C, h, w), F = (N - 1) / 4 + 1.
+        """uint8 (B, N, H, W, 3) -> scaled latents (B, F, C, h, w) on the VAE's device, in its
+        dtype; F = (N - 1) / temporal_compression + 1.
 
         The posterior's mode, or a sample drawn with `generator` when one is given."""
-        return self._encode_pixels(to_vae_input(video), generator)
+        return self._encode_pixels(to_vae_input(video.to(self.device)), generator)
 
     @torch.no_grad()
     def encode_image(self, image: torch.Tensor, noise_sigma: torch.Tensor | None = None,
@@ -120,7 +124,7 @@ class VideoVAE:
         (CogVideoX I2V's noise augmentation of the reference image); the noise is drawn with
         `generator`, which then also samples the posterior (as CogVideoX's I2V fine-tuning
         does). Without noise and generator this equals `encode` of the 1-frame video."""
-        pixels = to_vae_input(image[:, None])
+        pixels = to_vae_input(image[:, None].to(self.device))
         if noise_sigma is not None and generator is not None:
             sigma = noise_sigma.to(pixels).reshape(-1, 1, 1, 1, 1)
             noise = torch.randn(pixels.shape, generator=generator, device=generator.device)
@@ -131,7 +135,8 @@ class VideoVAE:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents (B, F, C, h, w) -> uint8 video (B, N, H, W, 3), N = 4 (F - 1) + 1."""
+        """Scaled latents (B, F, C, h, w) -> uint8 video (B, N, H, W, 3) on the VAE's device,
+        N = temporal_compression x (F - 1) + 1."""
         z = latents.to(device=self.device, dtype=self.dtype).permute(0, 2, 1, 3, 4)
         return from_vae_output(self.vae.decode(z / self.scaling_factor).sample)
 
@@ -166,8 +171,8 @@ class TextEncoder:
             tokenizer = AutoTokenizer.from_pretrained(local, local_files_only=True)
         with local_dir(text_encoder_path, storage) as local:
             _require_file(local, "config.json", text_encoder_path, "T5EncoderModel")
-            model = T5EncoderModel.from_pretrained(local, local_files_only=True)
-        return cls(model.to(device=device, dtype=dtype), tokenizer, max_tokens)
+            model = T5EncoderModel.from_pretrained(local, local_files_only=True, dtype=dtype)
+        return cls(model.to(device), tokenizer, max_tokens)
 
     @property
     def embed_dim(self) -> int:
