@@ -108,12 +108,13 @@ def evaluate(cfg: Config, svimo: SViMo, vid: VID, vae: VideoVAE, text_encoder: T
     motion that ignores its conditions would reach. Previews of the first clip per mode go
     to `out_dir` when given."""
     g = torch.Generator().manual_seed(seed)
-    batch = encode_clips(collate_clips(clips), vae, text_encoder, cfg, g)
+    collated = collate_clips(clips)
+    gt_video = collated["video"]
+    batch = encode_clips(collated, vae, text_encoder, cfg, g)
     # sampling uses the fixed median noise level on the reference image
     sigma = image_noise_sigma(cfg, len(clips), training=False)
-    batch.image_latent = vae.encode_image(collate_clips(clips)["video"][:, 0], sigma, g)
+    batch.image_latent = vae.encode_image(gt_video[:, 0], sigma, g)
     sampler = Sampler(cfg, svimo, vid, vae)
-    gt_video = collate_clips(clips)["video"]
     gt_joints, gt_points = unpack(_metres(cfg, batch.motion))
     results: dict[str, dict[str, float]] = {
         "reference": _motion_metrics(gt_joints.roll(1, 0), gt_points.roll(1, 0),
