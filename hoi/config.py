@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -228,10 +229,15 @@ class CodecConfig:
     """Shards whose training clips the VAE learns from."""
     vae_channels: tuple[int, ...] = (16, 32, 32, 32)
     """block_out_channels of the AutoencoderKLCogVideoX (one per down/up block)."""
+    frame_steps: int = 600
+    """Optimiser steps of the first phase, on single frames: spatial coding is learned there at
+    a fraction of a clip step's cost (the first frame of a CogVideoX latent is coded alone)."""
+    frame_batch_size: int = 16
+    """Frames per first-phase step."""
     steps: int = 300
-    """Optimiser steps."""
+    """Optimiser steps of the second phase, on whole clips (time compression)."""
     batch_size: int = 2
-    """Clips per step."""
+    """Clips per second-phase step."""
     learning_rate: float = 1e-3
     """AdamW learning rate."""
     kl_weight: float = 1e-6
@@ -245,6 +251,8 @@ class CodecConfig:
 
     def __post_init__(self) -> None:
         _require(self.steps >= 1 and self.batch_size >= 1, "codec.steps/batch_size must be >= 1")
+        _require(self.frame_steps >= 0 and self.frame_batch_size >= 1,
+                 "codec.frame_steps must be >= 0 and codec.frame_batch_size >= 1")
         _require(len(self.vae_channels) >= 1, "codec.vae_channels needs at least one block")
 
 
@@ -289,6 +297,98 @@ class PrepareConfig:
 
 
 @dataclass
+class TrainConfig:
+    """`jobs/train.py`: Ray Train + DeepSpeed training of SViMo and VID from shards."""
+
+    shards: str = "outputs/shards"
+    """Shard root whose train split is streamed (local or s3://)."""
+    init_from: str | None = None
+    """A diffusers CogVideoX I2V transformer directory (local or s3://) that initialises
+    SViMo (`hoi.model.weights.load_cogvideox`); None: random initial weights."""
+    run_name: str = "svimo"
+    """Run directory under storage_path; rerunning with the same name resumes the run."""
+    storage_path: str = "outputs/runs"
+    """Where checkpoints, metrics and exported weights go (local or s3://)."""
+    steps: int = 200
+    """Optimiser steps in all (VID warm-up included)."""
+    stages: tuple[tuple[int, ...], ...] = ()
+    """Resolution stages as [height, width, steps] rows run in order, steps summing to
+    `steps` (the paper: 240 x 368 then 416 x 624); empty: one stage at data.height x width.
+    Clips are resized to each stage's size as they stream."""
+    batch_size: int = 2
+    """Clips per worker per micro-step (DeepSpeed's train_micro_batch_size_per_gpu)."""
+    gradient_accumulation: int = 1
+    """Micro-steps per optimiser step."""
+    learning_rate: float = 1e-4
+    """Peak AdamW learning rate, reached after warmup_steps and decayed to 10 % by cosine."""
+    warmup_steps: int = 20
+    """Linear learning-rate warm-up steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    gradient_clipping: float = 1.0
+    """Global gradient-norm clip (0: none)."""
+    zero_stage: int | None = None
+    """DeepSpeed ZeRO stage (0-3); None: 3 on GPU, 2 on CPU."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Training precision; auto: bf16 on GPU, fp32 on CPU."""
+    ema_decay: float = 0.0
+    """Decay of an exponential moving average of the weights, exported instead of the raw
+    weights when > 0 (e.g. 0.999); 0: no EMA."""
+    num_workers: int = 1
+    """Ray Train workers (one per GPU on GPU clusters)."""
+    use_gpu: bool = False
+    """One GPU per worker."""
+    cpus_per_worker: float = 1.0
+    """CPUs reserved per train worker. Leave CPUs for the data pipeline: a 2-core machine
+    with 2 workers needs fractions (see ENVIRONMENT.md: the Ray Data deadlock)."""
+    read_cpus: float = 0.25
+    """CPUs reserved by each Parquet read + decode task of the data pipeline."""
+    encode_cpus: float = 0.5
+    """CPUs reserved by each data-pipeline actor that runs the frozen VAE and T5."""
+    encode_gpus: float = 0.0
+    """GPUs (fractions allowed) of each encoding actor; > 0 on GPU clusters."""
+    encode_actors: int = 1
+    """Encoding actors (each holds one copy of the VAE and T5)."""
+    prefetch_batches: int = 2
+    """Batches each worker's iterator encodes ahead of the step."""
+    checkpoint_every: int = 50
+    """Optimiser steps between checkpoints (the last step always checkpoints)."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept in storage (the oldest are deleted)."""
+    log_every: int = 5
+    """Optimiser steps between reported metrics."""
+    peak_tflops: float | None = None
+    """Peak dense TFLOP/s of one worker's device, the denominator of MFU; None: known GPUs'
+    bf16 peak (H100/H200 989, A100 312), and no MFU on CPUs."""
+    max_failures: int = 2
+    """Worker-group restarts (from the latest checkpoint) before the run fails."""
+    seed: int = 0
+    """Seed of the initial weights, the noise and the data order."""
+
+    def __post_init__(self) -> None:
+        _require(self.steps >= 1, "train.steps must be >= 1")
+        _require(self.batch_size >= 1 and self.gradient_accumulation >= 1,
+                 "train.batch_size and train.gradient_accumulation must be >= 1")
+        _require(self.num_workers >= 1 and self.encode_actors >= 1,
+                 "train.num_workers and train.encode_actors must be >= 1")
+        _require(min(self.cpus_per_worker, self.read_cpus, self.encode_cpus, self.encode_gpus)
+                 >= 0, "train.cpus_per_worker, read_cpus, encode_cpus, encode_gpus must be >= 0")
+        _require(self.zero_stage is None or 0 <= self.zero_stage <= 3,
+                 "train.zero_stage must be 0, 1, 2 or 3 (or null)")
+        _require(0.0 <= self.ema_decay < 1.0, "train.ema_decay must be in [0, 1)")
+        _require(self.checkpoint_every >= 1 and self.keep_checkpoints >= 1 and self.log_every >= 1,
+                 "train.checkpoint_every, keep_checkpoints and log_every must be >= 1")
+        _require(self.max_failures >= -1, "train.max_failures must be >= -1 (-1: unlimited)")
+        for row in self.stages:
+            _require(len(row) == 3 and all(v > 0 for v in row),
+                     f"train.stages rows are [height, width, steps] > 0, got {list(row)}")
+        if self.stages:
+            total = sum(row[2] for row in self.stages)
+            _require(total == self.steps,
+                     f"train.stages' steps sum to {total}, but train.steps is {self.steps}")
+
+
+@dataclass
 class StorageConfig:
     """How s3:// paths are reached. Credentials come from the usual AWS chain."""
 
@@ -324,6 +424,7 @@ class Config:
     encoders: EncodersConfig = field(default_factory=EncodersConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
@@ -339,6 +440,21 @@ class Config:
             _require(getattr(d, name) % pixels_per_token == 0,
                      f"data.{name} = {getattr(d, name)} is not a multiple of "
                      f"latent.spatial_compression x model.patch_size = {pixels_per_token}")
+        for height, width, _ in self.train.stages:
+            _require(height % pixels_per_token == 0 and width % pixels_per_token == 0,
+                     f"train.stages size {height} x {width} is not a multiple of "
+                     f"latent.spatial_compression x model.patch_size = {pixels_per_token}")
+
+    def train_stages(self) -> list[tuple[int, int, int]]:
+        """(height, width, steps) of each resolution stage, in order."""
+        if self.train.stages:
+            return [tuple(row) for row in self.train.stages]
+        return [(self.data.height, self.data.width, self.train.steps)]
+
+    def at_size(self, height: int, width: int) -> Config:
+        """This config with data.height x width replaced (a resolution stage's view)."""
+        return dataclasses.replace(self, data=dataclasses.replace(self.data, height=height,
+                                                                   width=width))
 
     # --- derived quantities: the one place they are computed ---------------------------------
 
@@ -397,6 +513,7 @@ FLAVOURS: dict[str, dict[str, Any]] = {
                   "text_embed_dim": 64, "max_text_tokens": 16},
         "vid": {"hidden_size": 128, "num_layers": 4, "num_heads": 4,
                 "encoder_channels": [64, 128]},
+        "train": {"batch_size": 4, "learning_rate": 1e-3},
     },
     # The paper's exact sizes (SPEC section 2).
     "svimo-5b": {
@@ -409,6 +526,11 @@ FLAVOURS: dict[str, dict[str, Any]] = {
                 "encoder_channels": [128, 256, 512], "gradient_checkpointing": True},
         "loop": {"vid_warmup_steps": 5000},
         "prepare": {"video_encoding": "mp4"},
+        # SPEC: ZeRO-3, bf16 (auto on GPU), micro-batch 4 per 80 GB GPU, 5k warm-up + 30k
+        # steps at 240 x 368, then 5k at 416 x 624
+        "train": {"steps": 40000, "stages": [[240, 368, 35000], [416, 624, 5000]],
+                  "batch_size": 4, "use_gpu": True, "cpus_per_worker": 4.0,
+                  "checkpoint_every": 500, "log_every": 10},
     },
 }
 
@@ -434,6 +556,9 @@ def _unknown_key_error(key: str) -> ConfigError:
     close = difflib.get_close_matches(key, valid_keys(), n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -464,6 +589,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                  f"{key} must be an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-3 (no dot before the e) as a string
         _require(isinstance(value, (int, float)) and not isinstance(value, bool),
                  f"{key} must be a number, got {value!r}")
         return float(value)

@@ -8,27 +8,17 @@ A rerun with the same output resumes: complete shards are kept, the rest are bui
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
 
 from cluster.runtime import init_ray
-from hoi.config import ConfigError, load_config
+from hoi.cli import job_parser, parse_job
 from hoi.data.prepare import PrepareError, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML run file (configs/*.yaml)")
-    parser.add_argument("--flavour", help="size preset: svimo-tiny, svimo-small, svimo-5b")
-    args, overrides = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_config(args.config, overrides, flavour=args.flavour)
-    except (ConfigError, OSError) as e:
-        print(f"prepare: bad configuration: {e}", file=sys.stderr)
+    _, cfg = parse_job(job_parser(__doc__), argv, "prepare")
+    if cfg is None:
         return 2
     init_ray(cfg.ray)
     try:

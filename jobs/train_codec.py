@@ -9,27 +9,18 @@ three directories to use them.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
 
-from hoi.config import ConfigError, load_config
+from hoi.cli import job_parser, parse_job
+from hoi.config import ConfigError
 from hoi.data.clip import ClipError
 from hoi.train.codec import CodecError, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML run file (configs/*.yaml)")
-    parser.add_argument("--flavour", help="size preset: svimo-tiny, svimo-small, svimo-5b")
-    args, overrides = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_config(args.config, overrides, flavour=args.flavour)
-    except (ConfigError, OSError) as e:
-        print(f"train_codec: bad configuration: {e}", file=sys.stderr)
+    _, cfg = parse_job(job_parser(__doc__), argv, "train_codec")
+    if cfg is None:
         return 2
     try:
         summary = run(cfg)

@@ -1,8 +1,6 @@
 """Train SViMo + VID with the closed loop in this one process, then sample in every mode.
 
-    python jobs/train_local.py --config configs/default.yaml --steps 600 --out outputs/local \
-        --encoders.vae outputs/codec/vae --encoders.tokenizer outputs/codec/tokenizer \
-        --encoders.text_encoder outputs/codec/text_encoder
+    python jobs/train_local.py --config configs/default.yaml --steps 600 --out outputs/local
 
 Reads the shards at prepare.output (train and val splits). Writes svimo/ and vid/ (our
 checkpoint format), history.json (loss terms per step), metrics.json (per sampling mode,
@@ -12,23 +10,19 @@ jobs/train.py.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
-from hoi.config import ConfigError, load_config
+from hoi.cli import job_parser, parse_job
+from hoi.config import ConfigError
 from hoi.diffusion.sampler import MODES
 from hoi.model.encoders import load_encoders
 from hoi.train.local import evaluate, load_clips, train_local
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML run file (configs/*.yaml)")
-    parser.add_argument("--flavour", help="size preset: svimo-tiny, svimo-small, svimo-5b")
+    parser = job_parser(__doc__)
     parser.add_argument("--steps", type=int, default=600, help="optimiser steps")
     parser.add_argument("--batch-size", type=int, default=4, help="clips per step")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
@@ -38,10 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-clips", type=int, default=4, help="validation clips sampled")
     parser.add_argument("--sample-steps", type=int, default=50, help="sampling steps")
     parser.add_argument("--out", default="outputs/local", help="output directory")
-    args, overrides = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args, cfg = parse_job(parser, argv, "train_local")
+    if cfg is None:
+        return 2
     try:
-        cfg = load_config(args.config, overrides, flavour=args.flavour)
         vae, text_encoder = load_encoders(cfg)
     except (ConfigError, OSError) as e:
         print(f"train_local: {e}", file=sys.stderr)

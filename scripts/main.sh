@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: local Ray, svimo-small sizes, synthetic data.
-# Extra arguments are config overrides, e.g. --prepare.num_train 64.
+#   1. prepare shards (jobs/prepare.py; reruns keep complete shards),
+#   2. train the small codec once (jobs/train_codec.py; skipped when outputs/codec exists:
+#      a checkpoint's latents only mean something with the codec it was trained with),
+#   3. train SViMo + VID with Ray Train + DeepSpeed (jobs/train.py; reruns resume the run).
+# Extra arguments are config overrides for all three, e.g. --train.steps 400.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/env.sh
-exec .venv/bin/python jobs/prepare.py --config configs/default.yaml "$@"
+.venv/bin/python jobs/prepare.py --config configs/default.yaml "$@"
+if [ ! -f outputs/codec/codec.json ]; then
+  .venv/bin/python jobs/train_codec.py --config configs/default.yaml "$@"
+fi
+exec .venv/bin/python jobs/train.py --config configs/default.yaml "$@"

@@ -82,3 +82,11 @@ def test_to_dict_round_trips_through_json_and_yaml():
     assert json.loads(json.dumps(plain)) == plain
     assert yaml.safe_load(cfg.to_yaml()) == plain
     assert from_dict(Config, plain) == cfg
+
+
+def test_exponent_floats_without_a_dot_are_numbers():
+    # YAML 1.1 reads 1e-3 as a string; a float field takes it as the number it means
+    cfg = load_config(overrides=["--train.learning_rate", "1e-3", "--codec.kl_weight", "2E-6"])
+    assert cfg.train.learning_rate == 1e-3 and cfg.codec.kl_weight == 2e-6
+    with pytest.raises(ConfigError, match="must be a number"):
+        load_config(overrides=["--train.learning_rate", "fast"])

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from hoi.config import StorageConfig
+from tests.train.inputs import write_train_inputs
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -71,23 +74,44 @@ def head_node():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def _submit(address: str, env: dict, *job: str) -> subprocess.CompletedProcess:
+    """`ray job submit` of `job` (a python command line run in the repository), retried while
+    the head's job agent is still starting ("No available agent")."""
+    command = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir",
+               str(REPO), "--", "python", *job]
+    deadline = time.monotonic() + 60
+    while True:
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+        if "No available agent" not in result.stderr or time.monotonic() > deadline:
+            return result
+        time.sleep(2)
+
+
 @pytest.mark.slow
 def test_prepare_runs_as_a_submitted_job(head_node, tmp_path):
     address, env = head_node
     output = tmp_path / "shards"
-    command = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir",
-               str(REPO), "--", "python", "jobs/prepare.py", "--flavour", "svimo-tiny",
-               "--prepare.output", str(output), "--prepare.num_train", "3",
-               "--prepare.num_val", "1", "--prepare.num_preview", "1"]
-    deadline = time.monotonic() + 60
-    while True:
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-        # the job agent starts a little after the dashboard answers; Ray says "try again later"
-        if "No available agent" not in result.stderr or time.monotonic() > deadline:
-            break
-        time.sleep(2)
+    result = _submit(address, env, "jobs/prepare.py", "--flavour", "svimo-tiny",
+                     "--prepare.output", str(output), "--prepare.num_train", "3",
+                     "--prepare.num_val", "1", "--prepare.num_preview", "1")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "joined cluster" in result.stdout + result.stderr
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["status"] == "complete"
     assert {k: v["clips"] for k, v in manifest["splits"].items()} == {"train": 3, "val": 1}
+
+
+@pytest.mark.slow
+def test_train_runs_as_a_submitted_job(head_node, tmp_path):
+    address, env = head_node
+    inputs = write_train_inputs(str(tmp_path), StorageConfig())
+    # the head has 1 CPU: a quarter each for the worker, the encoder and the reads
+    result = _submit(address, env, "jobs/train.py", *inputs, "--train.storage_path",
+                     str(tmp_path / "runs"), "--train.steps", "2", "--train.checkpoint_every",
+                     "2", "--train.cpus_per_worker", "0.25", "--train.encode_cpus", "0.25")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "joined cluster" in output and "step 2/2" in output
+    summary = json.loads(output[output.index("{\n"):output.rindex("}") + 1])
+    assert summary["metrics"]["step"] == 2
+    assert Path(summary["model"], "svimo", "config.json").is_file()

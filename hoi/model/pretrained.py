@@ -30,11 +30,7 @@ class Pretrained(nn.Module):
     def save_pretrained(self, path: str, storage: StorageConfig | None = None) -> None:
         """Write `path/model.safetensors`, then `path/config.json` (its presence marks a
         complete directory: each file is written atomically, the config last)."""
-        storage = storage or StorageConfig()
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        write_bytes(join(path, WEIGHTS_NAME), safetensors.torch.save(state), storage)
-        meta: dict[str, Any] = {"class": type(self).__name__, "config": self.config.to_dict()}
-        write_text(join(path, CONFIG_NAME), json.dumps(meta, indent=2), storage)
+        write_pretrained(type(self).__name__, self.config, self.state_dict(), path, storage)
 
     @classmethod
     def from_pretrained(cls: type[M], path: str, storage: StorageConfig | None = None, *,
@@ -52,6 +48,17 @@ class Pretrained(nn.Module):
         cfg = from_dict(Config, meta["config"])
         state = safetensors.torch.load(read_bytes(join(path, WEIGHTS_NAME), storage))
         return build_with_state(cls, cfg, state, device=device, dtype=dtype)
+
+
+def write_pretrained(class_name: str, cfg: Config, state: dict[str, torch.Tensor], path: str,
+                     storage: StorageConfig | None = None) -> None:
+    """`save_pretrained`'s files from a bare state dict (e.g. weights gathered from ZeRO-3
+    partitions, which the partitioned module itself does not hold)."""
+    storage = storage or StorageConfig()
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    write_bytes(join(path, WEIGHTS_NAME), safetensors.torch.save(state), storage)
+    meta: dict[str, Any] = {"class": class_name, "config": cfg.to_dict()}
+    write_text(join(path, CONFIG_NAME), json.dumps(meta, indent=2), storage)
 
 
 def build_with_state(cls: type[M], cfg: Config, state: dict[str, torch.Tensor], *,

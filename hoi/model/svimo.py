@@ -166,6 +166,17 @@ def patchify(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return y.flatten(2).transpose(1, 2).reshape(B, -1, y.shape[1])
 
 
+def resample_grid(table: torch.Tensor, text_len: int, source: tuple[int, int, int],
+                  target: tuple[int, int, int]) -> torch.Tensor:
+    """A positional table (1, text_len + prod(source), D) over a (frames, rows, columns) token
+    grid -> the same text rows and the visual rows resampled trilinearly to `target`."""
+    text, visual = table[:, :text_len], table[:, text_len:]
+    grid = visual.reshape(1, *source, -1).permute(0, 4, 1, 2, 3).float()   # (1, D, F, h, w)
+    grid = nn.functional.interpolate(grid, size=target, mode="trilinear", align_corners=False)
+    visual = grid.permute(0, 2, 3, 4, 1).reshape(1, -1, table.shape[-1]).to(table.dtype)
+    return torch.cat([text, visual], dim=1)
+
+
 def unpatchify(x: torch.Tensor, frames: int, height: int, width: int, p: int) -> torch.Tensor:
     """(B, F * h/p * w/p, p * p * C) -> (B, F, C, h, w)."""
     B = x.shape[0]
@@ -309,12 +320,13 @@ class SViMo(Pretrained):
             motion_tokens = patchify(self.motion_patch_embed, torch.cat([motion, guidance], 2))
         text_len, num_visual = text_tokens.shape[1], video_tokens.shape[1]
         if self.pos_embedding is not None:
-            if self.pos_embedding.shape[1] != text_len + num_visual:
-                raise ValueError(
-                    f"the learned positional table covers {self.pos_embedding.shape[1]} tokens; "
-                    f"got {text_len} text + {num_visual} video tokens (model.max_text_tokens "
-                    "and the data sizes must match the model's config)")
+            if text_len != m.max_text_tokens:
+                raise ValueError(f"the learned positional table has {m.max_text_tokens} text "
+                                 f"positions; got {text_len} text tokens")
             pos = self.pos_embedding.to(video_tokens.dtype)
+            grid = (F, h // p, w // p)
+            if grid != self.config.token_grid:  # another resolution (a training stage)
+                pos = resample_grid(pos, text_len, self.config.token_grid, grid)
             text_tokens = text_tokens + pos[:, :text_len]
             video_tokens = video_tokens + pos[:, text_len:]
             if motion_tokens is not None:

@@ -28,11 +28,10 @@ import os
 
 import safetensors.torch
 import torch
-import torch.nn.functional as F
 
 from hoi.config import Config, ConfigError, StorageConfig
 from hoi.model.pretrained import build_with_state
-from hoi.model.svimo import SViMo
+from hoi.model.svimo import SViMo, resample_grid
 from hoi.storage import local_dir
 
 SINGLE_FILE = "diffusion_pytorch_model.safetensors"
@@ -123,12 +122,7 @@ def resample_positions(table: torch.Tensor, foundation: dict, cfg: Config) -> to
     p, tc = foundation["patch_size"], foundation["temporal_compression_ratio"]
     src = ((foundation["sample_frames"] - 1) // tc + 1,
            foundation["sample_height"] // p, foundation["sample_width"] // p)
-    text_len = foundation["max_text_seq_length"]
-    text, visual = table[:, :text_len], table[:, text_len:]
-    grid = visual.reshape(1, *src, -1).permute(0, 4, 1, 2, 3).float()   # (1, D, F', h', w')
-    grid = F.interpolate(grid, size=cfg.token_grid, mode="trilinear", align_corners=False)
-    visual = grid.permute(0, 2, 3, 4, 1).reshape(1, -1, table.shape[-1]).to(table.dtype)
-    return torch.cat([text, visual], dim=1)
+    return resample_grid(table, foundation["max_text_seq_length"], src, cfg.token_grid)
 
 
 def _read_state(root: str) -> dict[str, torch.Tensor]:

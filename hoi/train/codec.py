@@ -152,11 +152,17 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cpu" and native else None
 
 
-def random_batch(videos: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-    """uint8 (M, N, H, W, 3) -> float (B, 3, N, H, W): random clips, each mirrored left-right
-    with probability 1/2 (the only augmentation: a codec must not care about handedness)."""
+def random_batch(videos: torch.Tensor, batch_size: int, generator: torch.Generator, *,
+                 frames: bool = False) -> torch.Tensor:
+    """uint8 (M, N, H, W, 3) -> float (B, 3, N, H, W): random clips, or with `frames` random
+    single frames of random clips (B, 3, 1, H, W); each mirrored left-right with probability
+    1/2 (the only augmentation: a codec must not care about handedness)."""
     index = torch.randint(len(videos), (batch_size,), generator=generator)
-    batch = videos[index]
+    if frames:
+        frame = torch.randint(videos.shape[1], (batch_size,), generator=generator)
+        batch = videos[index, frame][:, None]
+    else:
+        batch = videos[index]
     flip = torch.rand(batch_size, generator=generator) < 0.5
     batch[flip] = batch[flip].flip(3)
     return to_vae_input(batch)
@@ -164,29 +170,36 @@ def random_batch(videos: torch.Tensor, batch_size: int, generator: torch.Generat
 
 def train_vae(vae: AutoencoderKLCogVideoX, videos: torch.Tensor, cfg: Config, *,
               progress: bool = True) -> list[float]:
-    """AdamW on random batches of `videos` uint8 (M, N, H, W, 3) for codec.steps steps, with a
-    cosine learning-rate decay (the last steps at a small rate settle the reconstruction).
-    Returns the MSE of every step."""
+    """AdamW on random batches of `videos` uint8 (M, N, H, W, 3): codec.frame_steps steps on
+    single frames, then codec.steps steps on whole clips, each phase with its own cosine
+    learning-rate decay (the last steps at a small rate settle the reconstruction). Returns the
+    MSE of every step."""
     codec = cfg.codec
     generator = torch.Generator().manual_seed(codec.seed)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=codec.learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=codec.steps,
-                                                          eta_min=codec.learning_rate * 0.05)
     device = next(vae.parameters()).device
     dtype = autocast_dtype(device)
     vae.train().requires_grad_(True)
     history = []
-    bar = tqdm(range(codec.steps), desc="codec vae", unit="step", disable=not progress)
-    for _ in bar:
-        pixels = random_batch(videos, codec.batch_size, generator).to(device)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss, mse = vae_loss(vae, pixels, codec.kl_weight, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        history.append(mse.item())
-        bar.set_postfix(psnr=f"{_psnr(mse.item(), 2.0):.1f}dB")
+    phases = [("codec vae frames", codec.frame_steps, codec.frame_batch_size, True),
+              ("codec vae clips", codec.steps, codec.batch_size, False)]
+    for desc, steps, batch_size, frames in phases:
+        if not steps:
+            continue
+        optimizer = torch.optim.AdamW(vae.parameters(), lr=codec.learning_rate, weight_decay=0.0)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=steps, eta_min=codec.learning_rate * 0.05)
+        bar = tqdm(range(steps), desc=desc, unit="step", disable=not progress)
+        for _ in bar:
+            pixels = random_batch(videos, batch_size, generator, frames=frames).to(device)
+            with torch.autocast(device.type, dtype=dtype or torch.float32,
+                                enabled=dtype is not None):
+                loss, mse = vae_loss(vae, pixels, codec.kl_weight, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            history.append(mse.item())
+            bar.set_postfix(psnr=f"{_psnr(mse.item(), 2.0):.1f}dB")
     vae.eval().requires_grad_(False)
     return history
 

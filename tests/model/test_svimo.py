@@ -136,3 +136,23 @@ def test_svimo_5b_on_meta_device_matches_the_paper():
         out, m = model(video, video, torch.empty(1, 226, 4096), torch.zeros(1, dtype=torch.long),
                        video, video)
     assert out.shape == (1, 13, 16, 52, 78) and m.shape == out.shape
+
+
+def test_learned_positions_resample_to_another_resolution():
+    """A training stage at another size: the table is resampled to that token grid; at the
+    config's own size it is used as is."""
+    cfg = load_config(overrides=["--model.learned_positional_embedding", "true"])
+    model = _randomised(cfg)
+    torch.manual_seed(0)
+    model.pos_embedding.normal_()
+    (video, image, motion, guidance), text, t = _inputs(cfg)
+    small = [x[..., :2, :4] for x in (video, image)] + [text, t] + [
+        x[..., :2, :4] for x in (motion, guidance)]
+    out_v, out_m = model(*small)
+    assert out_v.shape == small[0].shape and out_m.shape == small[4].shape
+    # the resampled table reaches the output
+    with torch.no_grad():
+        model.pos_embedding.zero_()
+    assert not torch.allclose(out_v, model(*small)[0])
+    with pytest.raises(ValueError, match="text positions"):
+        model(video, image, text[:, :3], t, motion, guidance)

@@ -21,6 +21,7 @@ from hoi.train.codec import (
     build_tokenizer,
     build_vae,
     prompt_vocabulary,
+    random_batch,
     read_split,
 )
 from jobs.train_codec import main
@@ -31,7 +32,8 @@ LOCAL = StorageConfig()
 
 def codec_overrides(shards: Path, output: Path) -> list[str]:
     return ["--flavour", "svimo-tiny", "--codec.shards", str(shards), "--codec.output", str(output),
-            "--codec.vae_channels", "[8, 8, 8, 8]", "--codec.steps", "10",
+            "--codec.vae_channels", "[8, 8, 8, 8]", "--codec.frame_steps", "6",
+            "--codec.frame_batch_size", "4", "--codec.steps", "6",
             "--codec.batch_size", "2", "--codec.learning_rate", "3.0e-3"]
 
 
@@ -103,6 +105,18 @@ def test_saved_codec_loads_through_load_encoders(trained):
     emb = text.encode(["squeeze the lemon", "stir the lemon", "squeeze the lemon"])
     assert emb.shape == (3, cfg.model.max_text_tokens, cfg.model.text_embed_dim)
     assert torch.equal(emb[0], emb[2]) and (emb[0] - emb[1]).abs().max() > 1e-2
+
+
+def test_random_batches_of_clips_and_of_frames():
+    videos = torch.arange(3 * 5, dtype=torch.uint8).reshape(3, 5, 1, 1, 1).expand(3, 5, 2, 4, 3)
+    generator = torch.Generator().manual_seed(0)
+    clips = random_batch(videos, 4, generator)
+    frames = random_batch(videos, 6, generator, frames=True)
+    assert clips.shape == (4, 3, 5, 2, 4) and frames.shape == (6, 3, 1, 2, 4)
+    # each frame comes whole from one clip and frame index; whole clips keep their frame order
+    values = (frames[:, 0, 0] + 1) * 127.5
+    assert torch.allclose(values, values[..., :1].expand_as(values))
+    assert (clips[:, 0, 1:, 0, 0] > clips[:, 0, :-1, 0, 0]).all()
 
 
 def test_vocabulary_covers_every_synthetic_prompt():

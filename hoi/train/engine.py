@@ -1,0 +1,154 @@
+"""SViMo + VID as one DeepSpeed engine.
+
+    system = TrainSystem(cfg, svimo, vid, vae, null_text)
+    engine = build_engine(cfg, system, world_size, device)
+    terms = engine(batch, generator, phase); engine.backward(terms["total"]); engine.step()
+
+The DeepSpeed config is derived from the run config in one place, `deepspeed_config`.
+The frozen VAE (the closed loop's re-encoding of VID's rendered guidance) stays outside the
+engine: ZeRO neither partitions nor casts it, and its weights never reach a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from hoi.config import Config, ConfigError
+from hoi.diffusion.closed_loop import ClosedLoop, Phase
+from hoi.diffusion.conditions import TrainBatch
+from hoi.model.encoders import VideoVAE
+from hoi.model.svimo import SViMo
+from hoi.model.vid import VID
+
+
+class TrainSystem(nn.Module):
+    """The trainable pair under one module, whose forward is one closed-loop step's losses.
+
+    DeepSpeed wraps a single module and, under ZeRO-3, gathers each submodule's parameters
+    in hooks around its forward; routing the whole step through this forward keeps those
+    hooks and the engine's bookkeeping in their intended order."""
+
+    def __init__(self, cfg: Config, svimo: SViMo, vid: VID, vae: VideoVAE,
+                 null_text: torch.Tensor):
+        super().__init__()
+        self.svimo, self.vid = svimo, vid
+        self._vae, self._null_text = vae, null_text
+        self.loop = ClosedLoop(cfg, svimo, vid, vae, null_text)
+
+    def set_size(self, cfg: Config) -> None:
+        """Train at cfg.data's resolution from now on (a resolution stage)."""
+        self.loop = ClosedLoop(cfg, self.svimo, self.vid, self._vae, self._null_text,
+                               self.loop.schedule)
+
+    def forward(self, batch: TrainBatch, generator: torch.Generator, phase: Phase
+                ) -> dict[str, torch.Tensor]:
+        dtype = next(self.svimo.parameters()).dtype
+        return self.loop.losses(batch.to(dtype=dtype), generator, phase)
+
+
+def resolve_precision(cfg: Config, device: torch.device) -> str:
+    """"bf16" or "fp32": train.precision, with auto meaning bf16 on GPU only."""
+    if cfg.train.precision != "auto":
+        return cfg.train.precision
+    return "bf16" if device.type == "cuda" else "fp32"
+
+
+def resolve_zero_stage(cfg: Config, device: torch.device) -> int:
+    """train.zero_stage, or 3 on GPU (shards a 6 B model) and 2 on CPU."""
+    if cfg.train.zero_stage is not None:
+        return cfg.train.zero_stage
+    return 3 if device.type == "cuda" else 2
+
+
+def deepspeed_config(cfg: Config, world_size: int, device: torch.device) -> dict[str, Any]:
+    """The DeepSpeed config dict of a run: the one place it is derived from `cfg.train`.
+
+    The optimizer and LR schedule are torch objects handed to `deepspeed.initialize`, so no
+    DeepSpeed C++ Adam is compiled on first use."""
+    t = cfg.train
+    precision = resolve_precision(cfg, device)
+    stage = resolve_zero_stage(cfg, device)
+    if t.ema_decay > 0 and stage == 3:
+        raise ConfigError("train.ema_decay needs whole parameters on every rank: use "
+                          "train.zero_stage 2 (or 0-1) with EMA")
+    zero: dict[str, Any] = {"stage": stage}
+    if stage == 3:
+        # gather the 16-bit weights on rank 0 when exporting inference weights
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return {
+        "train_micro_batch_size_per_gpu": t.batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation,
+        "train_batch_size": t.batch_size * t.gradient_accumulation * world_size,
+        "gradient_clipping": t.gradient_clipping,
+        "zero_optimization": zero,
+        "bf16": {"enabled": precision == "bf16"},
+        "steps_per_print": 10**9,  # progress is ours (hoi.train.meter)
+        "wall_clock_breakdown": False,
+        "zero_allow_untested_optimizer": True,
+    }
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up to 1 over `warmup` steps, then cosine decay to 0.1 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_engine(cfg: Config, system: TrainSystem, world_size: int, device: torch.device):
+    """deepspeed.initialize over `system` with AdamW and the warm-up + cosine schedule."""
+    import deepspeed  # heavy import, and only train workers need it
+
+    t = cfg.train
+    params = [p for p in system.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay,
+                                  betas=(0.9, 0.95))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, t.steps, t.warmup_steps))
+    engine, *_ = deepspeed.initialize(
+        model=system, optimizer=optimizer, lr_scheduler=schedule,
+        config=deepspeed_config(cfg, world_size, device), dist_init_required=False)
+    return engine
+
+
+class EMA:
+    """Exponential moving average of the trainable weights (ZeRO stage <= 2: every rank holds
+    them whole), kept in float32 on the weights' device."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {name: p.detach().float().clone()
+                       for name, p in module.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for name, p in module.named_parameters():
+            if name in self.shadow:
+                self.shadow[name].lerp_(p.detach().float(), 1.0 - self.decay)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.shadow
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing = set(self.shadow) ^ set(state)
+        if missing:
+            raise ValueError(f"EMA state does not match the model: {sorted(missing)[:5]}")
+        for name, value in state.items():
+            self.shadow[name].copy_(value)
+
+
+def split_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
+                                                          dict[str, torch.Tensor]]:
+    """A TrainSystem state dict -> (SViMo's, VID's), prefixes removed."""
+    parts: dict[str, dict[str, torch.Tensor]] = {"svimo": {}, "vid": {}}
+    for name, value in state.items():
+        head, _, rest = name.partition(".")
+        if head in parts:
+            parts[head][rest] = value
+    return parts["svimo"], parts["vid"]
+

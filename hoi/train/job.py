@@ -1,0 +1,165 @@
+"""The driver of `jobs/train.py`: check everything that can be checked, then `TorchTrainer.fit`.
+
+Before any worker starts, `preflight` fails with a TrainError naming the problem when the
+shards are missing, unreadable or too few for the workers, the encoders do not load or do
+not fit the config, the DeepSpeed settings contradict each other, or the cluster lacks the
+CPUs/GPUs the run reserves. It also computes the empty prompt's T5 features once, so the
+workers never load T5.
+
+Runs live under `<train.storage_path>/<train.run_name>` (local or s3://). Ray Train keeps its
+checkpoint bookkeeping there, so running again with the same name resumes from the latest
+checkpoint, and a failed worker group restarts from it (`train.max_failures`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from hoi.config import Config, ConfigError
+from hoi.data.shards import ShardError, inspect_shard, list_shards
+from hoi.model.encoders import load_encoders
+from hoi.storage import exists, is_s3, join, resolve
+from hoi.train.checkpoint import MODEL_DIR
+from hoi.train.data import stage_dataset
+from hoi.train.engine import deepspeed_config
+from hoi.train.loop import stage_name, train_loop_per_worker
+
+log = logging.getLogger(__name__)
+
+
+class TrainError(RuntimeError):
+    """The run cannot start: bad data, encoders, settings or resources."""
+
+
+@dataclass
+class Preflight:
+    """What the checks found: training clips, and the empty prompt's features."""
+
+    shards: list[tuple[str, int]]
+    null_text: Any
+
+    @property
+    def clips(self) -> int:
+        return sum(rows for _, rows in self.shards)
+
+
+def preflight(cfg: Config) -> Preflight:
+    """Every check that needs no worker (see the module docstring)."""
+    t = cfg.train
+    # Data: footers of every training shard, and enough clips for one batch per worker.
+    try:
+        paths = list_shards(t.shards, cfg.storage, "train")
+        if not paths:
+            raise FileNotFoundError(f"no training shards under {join(t.shards, 'train')!r}")
+        shards = [(path, inspect_shard(path, cfg.storage)["rows"]) for path in paths]
+    except (FileNotFoundError, ShardError, OSError) as e:
+        raise TrainError(f"train.shards: {e}") from e
+    clips = sum(rows for _, rows in shards)
+    needed = t.num_workers * t.batch_size
+    if clips < needed:
+        raise TrainError(f"{clips} training clips under {t.shards!r}: {t.num_workers} workers "
+                         f"x train.batch_size {t.batch_size} need at least {needed}")
+    # Encoders, and the null prompt's features for classifier-free guidance dropout.
+    try:
+        _, text_encoder = load_encoders(cfg)
+    except (ConfigError, FileNotFoundError, OSError) as e:
+        raise TrainError(f"encoders: {e}") from e
+    null_text = text_encoder.encode([""]).float().numpy()
+    if t.init_from is not None and not exists(t.init_from, cfg.storage):
+        raise TrainError(f"train.init_from {t.init_from!r} does not exist")
+    # Settings that only contradict each other at build time.
+    import torch
+
+    try:
+        deepspeed_config(cfg, t.num_workers, torch.device("cuda" if t.use_gpu else "cpu"))
+    except ConfigError as e:
+        raise TrainError(str(e)) from e
+    return Preflight(shards=shards, null_text=null_text)
+
+
+def check_resources(cfg: Config) -> None:
+    """The reservations of a run against the cluster's totals: Ray would otherwise wait for
+    resources that never come, silently."""
+    t = cfg.train
+    total = ray.cluster_resources()
+    cpus = t.num_workers * t.cpus_per_worker + t.encode_actors * t.encode_cpus + t.read_cpus
+    gpus = t.num_workers * int(t.use_gpu) + t.encode_actors * t.encode_gpus
+    if cpus > total.get("CPU", 0) or gpus > total.get("GPU", 0):
+        raise TrainError(
+            f"the run reserves {cpus:g} CPUs and {gpus:g} GPUs ({t.num_workers} workers x "
+            f"{t.cpus_per_worker:g} CPU{' + 1 GPU' if t.use_gpu else ''}, {t.encode_actors} "
+            f"encoders x {t.encode_cpus:g} CPU + {t.encode_gpus:g} GPU, reads {t.read_cpus:g} "
+            f"CPU) but the cluster has {total.get('CPU', 0):g} CPUs and "
+            f"{total.get('GPU', 0):g} GPUs")
+
+
+def run_config(cfg: Config) -> ray.train.RunConfig:
+    t = cfg.train
+    fs, inner = resolve(t.storage_path, cfg.storage)
+    return ray.train.RunConfig(
+        name=t.run_name, storage_path=inner,
+        storage_filesystem=fs if is_s3(t.storage_path) else None,
+        failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints))
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """cfg with every local path made absolute: Ray Train workers and Ray Data actors run in
+    other working directories than the driver."""
+    def absolute(path: str | None) -> str | None:
+        return path if path is None or is_s3(path) else os.path.abspath(path)
+
+    enc, t = cfg.encoders, cfg.train
+    return dataclasses.replace(
+        cfg,
+        encoders=dataclasses.replace(enc, vae=absolute(enc.vae), tokenizer=absolute(enc.tokenizer),
+                                     text_encoder=absolute(enc.text_encoder)),
+        train=dataclasses.replace(t, shards=absolute(t.shards), init_from=absolute(t.init_from),
+                                  storage_path=absolute(t.storage_path)))
+
+
+def fit(cfg: Config) -> ray.train.Result:
+    """Check, build the stage datasets, train; Ray must be initialised. Raises TrainError
+    before any worker starts when the run cannot work, ray.train's TrainingFailedError when
+    it failed more often than train.max_failures."""
+    cfg = absolute_paths(cfg)
+    checked = preflight(cfg)
+    check_resources(cfg)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # ours is the step line
+    # Ray Data's V2 Parquet path lists files in a task that needs a whole free CPU, which the
+    # train workers and encoders of a small machine may all hold (the read then never starts);
+    # V1 lists on the driver (read_clips already has every path).
+    context.use_datasource_v2 = False
+    datasets = {stage_name(i): stage_dataset(cfg, checked.shards, i)
+                for i in range(len(cfg.train_stages()))}
+    t = cfg.train
+    log.info("training %s on %d clips: %d workers, %d steps in %d stage(s), run %s", cfg.flavour,
+             checked.clips, t.num_workers, t.steps, len(datasets),
+             join(t.storage_path, t.run_name))
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg.to_dict(), "null_text": checked.null_text},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=t.num_workers, use_gpu=t.use_gpu,
+            resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}),
+        run_config=run_config(cfg),
+        datasets=datasets)
+    return trainer.fit()
+
+
+def exported_model(cfg: Config, result: ray.train.Result) -> str | None:
+    """Path (local or s3://) of the inference weights (svimo/, vid/, pipeline.json) of the
+    run's latest checkpoint."""
+    if result.checkpoint is None:
+        return None
+    path = join(result.checkpoint.path, MODEL_DIR)
+    return f"s3://{path}" if is_s3(cfg.train.storage_path) else path

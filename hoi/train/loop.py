@@ -1,0 +1,180 @@
+"""`train_loop_per_worker`: what every Ray Train worker runs.
+
+1. Build SViMo + VID (the same seeded initial weights on every rank), the frozen VAE for
+   the closed loop's guidance, and the DeepSpeed engine.
+2. Resume from `ray.train.get_checkpoint()` when Ray hands one over (a restarted worker
+   group, or a rerun of the same run name): weights, optimizer, LR schedule, EMA, step and
+   data position.
+3. For each resolution stage, stream its dataset shard (all the stage's epochs in one
+   stream); every optimiser step is `train.gradient_accumulation` micro-steps of the closed
+   loop (VID warm-up first).
+4. Report metrics every `train.log_every` steps and a checkpoint every
+   `train.checkpoint_every` steps and at the end.
+
+Noise and dropout are drawn from a generator seeded by (seed, rank, step, micro-step), so a
+resumed run draws what the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+from ray.train.v2._internal.execution import context as ray_train_context
+
+from hoi.config import Config, from_dict
+from hoi.diffusion.closed_loop import ClosedLoop
+from hoi.model.encoders import VideoVAE
+from hoi.model.svimo import SViMo
+from hoi.model.vid import VID
+from hoi.model.weights import load_cogvideox
+from hoi.train import checkpoint
+from hoi.train.data import to_train_batch
+from hoi.train.engine import EMA, TrainSystem, build_engine
+from hoi.train.meter import Meter, peak_tflops, progress_line
+
+log = logging.getLogger(__name__)
+
+
+def stage_name(index: int) -> str:
+    """Ray Train dataset name of resolution stage `index`."""
+    return f"stage{index}"
+
+
+def build_models(cfg: Config) -> tuple[SViMo, VID]:
+    """SViMo from train.init_from's CogVideoX weights, or fresh; VID fresh. Seeded by
+    train.seed: identical on every rank."""
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.train.seed)
+        vid = VID(cfg)
+        if cfg.train.init_from is not None:
+            return load_cogvideox(cfg.train.init_from, cfg, cfg.storage).train(), vid
+        return SViMo(cfg), vid
+
+
+def _generator(device: torch.device, seed: int, rank: int, step: int, micro: int
+               ) -> torch.Generator:
+    mixed = ((seed * 1_000_003 + rank) * 1_000_003 + step) * 1_000_003 + micro
+    return torch.Generator(device).manual_seed(mixed % (2**63))
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train's entry point; `config` holds the run config (as a dict) and the null text
+    features (the empty prompt's T5 output, computed once on the driver)."""
+    WorkerRun(from_dict(Config, config["cfg"]), torch.tensor(config["null_text"])).run()
+
+
+class WorkerRun:
+    """One worker's share of the run: engine, position, metrics."""
+
+    def __init__(self, cfg: Config, null_text: torch.Tensor):
+        self.cfg = cfg
+        t = cfg.train
+        context = ray.train.get_context()
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        self.device = ray.train.torch.get_device()
+        if self.device.type == "cpu":
+            torch.set_num_threads(max(1, int(t.cpus_per_worker)))
+        # Ray Train logs every report call of every rank at INFO; the step line says more
+        logging.getLogger(ray_train_context.__file__).setLevel(logging.WARNING)
+        # 1. Models, frozen VAE, engine.
+        svimo, vid = build_models(cfg)
+        vae = VideoVAE.load(cfg.encoders.vae, cfg.storage, slicing=cfg.encoders.vae_slicing,
+                            tiling=cfg.encoders.vae_tiling, device=self.device)
+        null_text = null_text.to(self.device)
+        self.engine = build_engine(cfg, TrainSystem(cfg, svimo, vid, vae, null_text),
+                                   self.world, self.device)
+        if self.engine.bfloat16_enabled():
+            vae.to(dtype=torch.bfloat16)
+        self.ema = EMA(self.engine.module, t.ema_decay) if t.ema_decay > 0 else None
+        self.phase = ClosedLoop(cfg, svimo, vid, vae, null_text).phase
+        self.meter = Meter(cfg, self.world, peak_tflops(cfg, self.device))
+        # 2. Resume.
+        self.state = checkpoint.TrainState(world_size=self.world)
+        restored = ray.train.get_checkpoint()
+        if restored is not None:
+            with restored.as_directory() as directory:
+                self.state = checkpoint.load(directory, self.engine, self.ema)
+        self.resumed_from = self.state.step
+        if restored is not None and self.rank == 0:
+            log.info("resumed at step %d (%d micro-batches into the stage's stream)",
+                     self.state.step, self.state.consumed)
+
+    def run(self) -> None:
+        """3. Every resolution stage not yet done, each one stream of batches."""
+        stages = self.cfg.train_stages()
+        end = 0
+        for index, (height, width, steps) in enumerate(stages):
+            end += steps
+            if self.state.step >= end:
+                continue
+            stage_cfg = self.cfg.at_size(height, width)
+            self.engine.module.set_size(stage_cfg)
+            self.meter.set_stage(stage_cfg)
+            self._stage(ray.train.get_dataset_shard(stage_name(index)), end, index, len(stages),
+                        stage_cfg)
+            self.state.consumed = 0  # the next stage streams its own dataset
+
+    def _stage(self, shard: Any, end: int, stage: int, stages: int, stage_cfg: Config) -> None:
+        """Train on this worker's share of the stage's stream until step `end`. Resuming,
+        the micro-batches taken before the checkpoint are skipped first (they are read and
+        encoded again, not trained on)."""
+        t = self.cfg.train
+        batches = iter(shard.iter_torch_batches(batch_size=t.batch_size, drop_last=True,
+                                                prefetch_batches=t.prefetch_batches))
+        for _ in range(self.state.consumed):
+            if next(batches, None) is None:
+                raise RuntimeError(f"stage {stage}'s stream ended while skipping to the "
+                                   f"checkpoint's position ({self.state.consumed} batches)")
+        self.meter.restart()
+        micro = 0
+        while self.state.step < end:
+            waiting = time.perf_counter()
+            batch = next(batches, None)
+            if batch is None:
+                raise RuntimeError(f"worker {self.rank}: stage {stage}'s stream ended at step "
+                                   f"{self.state.step} of {end}")
+            self.meter.waited(time.perf_counter() - waiting)
+            phase = self.phase(self.state.step)
+            generator = _generator(self.device, t.seed, self.rank, self.state.step, micro)
+            terms = self.engine(to_train_batch(batch, self.device), generator, phase)
+            self.engine.backward(terms["total"])
+            self.engine.step()
+            self.meter.micro_step(terms)
+            self.state.consumed += 1
+            micro += 1
+            if self.engine.is_gradient_accumulation_boundary():
+                micro = 0
+                self.state.step += 1
+                self.meter.step(phase)
+                if self.ema is not None:
+                    self.ema.update(self.engine.module)
+                self._report(stage, stages, stage_cfg)
+
+    def _report(self, stage: int, stages: int, stage_cfg: Config) -> None:
+        """4. Metrics every log_every steps; with a checkpoint every checkpoint_every steps
+        and at the last step (`ray.train.report` is a barrier: every rank calls it equally
+        often)."""
+        t, state = self.cfg.train, self.state
+        save = state.step % t.checkpoint_every == 0 or state.step == t.steps
+        if not (save or state.step % t.log_every == 0):
+            return
+        row = self.meter.report()
+        lr = self.engine.get_lr()[0]
+        metrics = row | {"step": state.step, "stage": stage, "lr": lr,
+                         "resumed_from": self.resumed_from}
+        if self.rank == 0:
+            print(progress_line(state.step, t.steps, stage, stages, stage_cfg, row, lr),
+                  flush=True)
+        if not save:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="svimo-ckpt-") as directory:
+            checkpoint.save(directory, self.engine, state, self.cfg, self.ema)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                             checkpoint_dir_name=f"checkpoint-{state.step:08d}")

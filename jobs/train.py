@@ -1,0 +1,45 @@
+"""Train SViMo + VID with Ray Train + DeepSpeed, streaming shards through Ray Data.
+
+    python jobs/train.py --config configs/default.yaml [--train.steps 400 ...]
+    ray job submit --working-dir . -- python jobs/train.py --config configs/default.yaml
+
+Run directly it starts a local Ray; submitted, it joins the cluster. Checkpoints, metrics and
+exported inference weights go to <train.storage_path>/<train.run_name>; running again with
+the same run name resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import ray.train
+
+from cluster.runtime import init_ray
+from hoi.cli import job_parser, parse_job
+from hoi.train.job import TrainError, exported_model, fit
+
+
+def main(argv: list[str] | None = None) -> int:
+    _, cfg = parse_job(job_parser(__doc__), argv, "train")
+    if cfg is None:
+        return 2
+    init_ray(cfg.ray)
+    try:
+        result = fit(cfg)
+    except TrainError as e:
+        print(f"train: {e}", file=sys.stderr)
+        return 2
+    except ray.train.TrainingFailedError as e:
+        print(f"train: the run failed more than train.max_failures = "
+              f"{cfg.train.max_failures} times; rerun to resume from its latest checkpoint. "
+              f"Last error:\n{e}", file=sys.stderr)
+        return 1
+    print(json.dumps({"run": result.path, "checkpoint": result.checkpoint.path
+                      if result.checkpoint else None, "model": exported_model(cfg, result),
+                      "metrics": result.metrics}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Inputs of a training run that tests build themselves: shards of rendered svimo-tiny clips
+and a tiny random codec (VAE, tokenizer, T5)."""
+
+from __future__ import annotations
+
+import torch
+
+from hoi.config import StorageConfig, load_config
+from hoi.data.prepare import render_synthetic
+from hoi.data.schema import clip_to_row
+from hoi.data.shards import shard_path, write_shard
+from hoi.data.synthetic import generate_clip
+from hoi.train.codec import build_text_encoder, build_tokenizer, build_vae, prompt_vocabulary
+from hoi.train.codec import save_pretrained as save_codec_part
+
+TRAIN_CLIPS = 8
+
+
+def write_train_inputs(root: str, storage: StorageConfig) -> list[str]:
+    """Shards of TRAIN_CLIPS rendered svimo-tiny clips (two files) and a tiny random codec
+    under `root`; returns the config overrides that point at them."""
+    cfg = load_config(flavour="svimo-tiny")
+    made = [generate_clip(seed, cfg.data, "train", f"train-{seed}") for seed in range(TRAIN_CLIPS)]
+    clips = [clip for clip, _ in made]
+    render_synthetic(clips, [look for _, look in made], cfg.data)
+    half = TRAIN_CLIPS // 2
+    for index, part in enumerate((clips[:half], clips[half:])):
+        write_shard([clip_to_row(c) for c in part], shard_path(f"{root}/shards", "train", index),
+                    storage)
+    cfg = load_config(flavour="svimo-tiny", overrides=["--codec.vae_channels", "[8, 8, 8, 8]"])
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer(prompt_vocabulary(), cfg.model.max_text_tokens)
+    save_codec_part(build_vae(cfg), f"{root}/codec/vae", storage)
+    save_codec_part(tokenizer, f"{root}/codec/tokenizer", storage)
+    save_codec_part(build_text_encoder(cfg, len(tokenizer)), f"{root}/codec/text_encoder", storage)
+    return ["--flavour", "svimo-tiny", "--train.shards", f"{root}/shards",
+            "--encoders.vae", f"{root}/codec/vae", "--encoders.tokenizer",
+            f"{root}/codec/tokenizer", "--encoders.text_encoder", f"{root}/codec/text_encoder"]

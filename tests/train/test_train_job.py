@@ -1,0 +1,223 @@
+"""The distributed training job on the session's local Ray (2 CPUs): Ray Train workers
+running DeepSpeed on gloo, Ray Data streaming the shards, checkpoints, resume, a killed worker,
+S3 through moto, and the errors raised before any worker starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hoi.config import Config, StorageConfig, load_config
+from hoi.data.prepare import render_synthetic
+from hoi.data.shards import collate_clips
+from hoi.data.synthetic import generate_clip
+from hoi.model.svimo import SViMo
+from hoi.model.vid import VID
+from hoi.render.motion_video import render_motion_video
+from hoi.storage import list_files, read_text
+from hoi.train import checkpoint
+from hoi.train.data import resize_clips
+from hoi.train.engine import deepspeed_config, lr_factor
+from hoi.train.job import TrainError, exported_model, fit, preflight
+from tests.train.inputs import write_train_inputs
+
+LOCAL = StorageConfig()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    return write_train_inputs(str(tmp_path_factory.mktemp("train-inputs")), LOCAL)
+
+
+# Two workers of 0.5 CPU, one encoder of 0.5 CPU and reads of 0.25 CPU fit the session's
+# 2-CPU Ray (ENVIRONMENT.md: whole-CPU workers would starve the data pipeline).
+RUN = ["--train.num_workers", "2", "--train.cpus_per_worker", "0.5", "--train.batch_size", "2",
+       "--train.learning_rate", "1e-3", "--train.warmup_steps", "1", "--train.log_every", "1"]
+
+
+def _cfg(*overrides: str) -> Config:
+    return load_config(overrides=list(overrides))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces
+# ---------------------------------------------------------------------------------------------
+
+
+def test_deepspeed_config_comes_from_the_run_config():
+    cfg = _cfg("--train.batch_size", "3", "--train.gradient_accumulation", "2",
+               "--train.gradient_clipping", "0.5")
+    cpu = deepspeed_config(cfg, 4, torch.device("cpu"))
+    assert cpu["train_batch_size"] == 24 and cpu["train_micro_batch_size_per_gpu"] == 3
+    assert cpu["gradient_accumulation_steps"] == 2 and cpu["gradient_clipping"] == 0.5
+    assert cpu["zero_optimization"]["stage"] == 2 and not cpu["bf16"]["enabled"]
+    gpu = deepspeed_config(cfg, 4, torch.device("cuda"))
+    assert gpu["zero_optimization"]["stage"] == 3 and gpu["bf16"]["enabled"]
+    # EMA needs whole weights on each rank
+    with pytest.raises(Exception, match="ema_decay"):
+        deepspeed_config(_cfg("--train.ema_decay", "0.99"), 1, torch.device("cuda"))
+
+
+def test_learning_rate_warms_up_then_decays_to_a_tenth():
+    factors = [lr_factor(s, 100, 10) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
+    assert lr_factor(100, 100, 10) == pytest.approx(0.1)
+
+
+def test_stages_must_sum_to_the_steps_and_fit_the_patches():
+    cfg = _cfg("--train.steps", "5", "--train.stages", "[[16, 32, 2], [32, 48, 3]]")
+    assert cfg.train_stages() == [(16, 32, 2), (32, 48, 3)]
+    assert cfg.at_size(16, 32).latent_shape == (3, 2, 4)
+    with pytest.raises(Exception, match="sum to 4"):
+        _cfg("--train.steps", "5", "--train.stages", "[[16, 32, 2], [32, 48, 2]]")
+    with pytest.raises(Exception, match="not a multiple"):
+        _cfg("--train.steps", "2", "--train.stages", "[[24, 32, 2]]")
+
+
+def test_resizing_a_clip_redraws_its_motion_video_at_the_new_size():
+    data = load_config(flavour="svimo-tiny").data
+    clip, look = generate_clip(3, data)
+    render_synthetic([clip], [look], data)
+    batch = collate_clips([clip])
+    small = resize_clips(batch, 16, 24)
+    assert small["video"].shape == (1, 9, 16, 24, 3) and small["video"].dtype == torch.uint8
+    # intrinsics scaled with pixel centres kept: the principal point stays centred
+    assert small["K"][0, 0, 0] == pytest.approx(batch["K"][0, 0, 0] / 2)
+    assert small["K"][0, 0, 2] == pytest.approx((24 - 1) / 2, abs=1e-4)
+    redrawn = render_motion_video(batch["joints"], batch["points"], small["K"], batch["R"],
+                                  batch["T"], 16, 24)
+    assert torch.equal(small["motion_video"], redrawn) and redrawn.float().mean() > 0
+    # the RGB keeps its colours: the mean image barely moves
+    mean_before = batch["video"].float().mean((1, 2, 3))
+    assert torch.allclose(small["video"].float().mean((1, 2, 3)), mean_before, atol=4)
+
+
+def test_a_checkpoint_with_a_missing_file_does_not_verify(tmp_path):
+    (tmp_path / "deepspeed").mkdir()
+    (tmp_path / "deepspeed" / "a.pt").write_bytes(b"x")
+    with pytest.raises(checkpoint.CheckpointError, match="no train_state.json"):
+        checkpoint.verify(tmp_path)
+    state = {"step": 3, "consumed": 1, "world_size": 2,
+             "files": ["deepspeed/a.pt", "deepspeed/b.pt"]}
+    (tmp_path / "train_state.json").write_text(json.dumps(state))
+    with pytest.raises(checkpoint.CheckpointError, match="1 listed files are missing"):
+        checkpoint.verify(tmp_path)
+    (tmp_path / "deepspeed" / "b.pt").write_bytes(b"y")
+    assert checkpoint.verify(tmp_path) == checkpoint.TrainState(3, 1, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors before any worker starts
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_fail_before_any_worker_starts(inputs, tmp_path, ray_local):
+    with pytest.raises(TrainError, match="train.shards: no directory"):
+        preflight(_cfg(*inputs, "--train.shards", str(tmp_path / "nowhere")))
+    corrupt = tmp_path / "corrupt"
+    (corrupt / "train").mkdir(parents=True)
+    (corrupt / "train" / "shard-00000.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(TrainError, match="corrupt"):
+        preflight(_cfg(*inputs, "--train.shards", str(corrupt)))
+    with pytest.raises(TrainError, match="need at least 10"):
+        preflight(_cfg(*inputs, "--train.num_workers", "5", "--train.batch_size", "2"))
+    with pytest.raises(TrainError, match="encoders"):
+        preflight(_cfg(*inputs, "--encoders.vae", str(tmp_path / "no-vae")))
+    with pytest.raises(TrainError, match="reserves 8.75 CPUs"):
+        fit(_cfg(*inputs, "--train.num_workers", "4", "--train.cpus_per_worker", "2"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training runs
+# ---------------------------------------------------------------------------------------------
+
+
+def test_train_on_s3_checkpoints_and_resumes_with_stages_and_ema(inputs, s3, ray_local):
+    root = s3.fresh_root()
+    s3_inputs = write_train_inputs(root, s3.storage)
+    storage = ["--storage.endpoint_url", s3.endpoint_url, "--train.storage_path", f"{root}/runs",
+               "--train.run_name", "staged", "--train.ema_decay", "0.5"]
+    first = _cfg(*s3_inputs, *RUN, *storage, "--train.steps", "4", "--train.checkpoint_every",
+                 "2", "--train.stages", "[[16, 32, 2], [32, 48, 2]]")
+    result = fit(first)
+    assert result.metrics["step"] == 4 and result.metrics["resumed_from"] == 0
+    for key in ("svimo", "vid", "samples_per_s", "tokens_per_s", "data_wait", "tflops"):
+        assert np.isfinite(result.metrics[key]), key
+    assert 0 <= result.metrics["data_wait"] < 1
+    names = {p.rsplit("/", 2)[-2] for p in list_files(f"{root}/runs/staged", s3.storage)
+             if p.endswith(checkpoint.STATE_NAME)}
+    assert names == {"checkpoint-00000002", "checkpoint-00000004"}
+    model = exported_model(first, result)
+    assert model.startswith("s3://") and model.endswith("checkpoint-00000004/model")
+    svimo = SViMo.from_pretrained(f"{model}/svimo", s3.storage)
+    vid = VID.from_pretrained(f"{model}/vid", s3.storage)
+    assert svimo.config.train.run_name == "staged" and isinstance(vid, VID)
+    pipeline = json.loads(read_text(f"{model}/pipeline.json", s3.storage))
+    assert pipeline["step"] == 4 and pipeline["encoders"]["vae"].endswith("codec/vae")
+    # The same run name, more steps: resumes at step 4, inside the second stage.
+    second = _cfg(*s3_inputs, *RUN, *storage, "--train.steps", "6", "--train.checkpoint_every",
+                  "2", "--train.stages", "[[16, 32, 2], [32, 48, 4]]")
+    result = fit(second)
+    assert result.metrics["resumed_from"] == 4 and result.metrics["step"] == 6
+    assert result.metrics["stage"] == 1
+    kept = {p.rsplit("/", 2)[-2] for p in list_files(f"{root}/runs/staged", s3.storage)
+            if p.endswith(checkpoint.STATE_NAME)}
+    assert kept == {"checkpoint-00000004", "checkpoint-00000006"}  # keep_checkpoints 2
+
+
+def _train_worker_pids() -> list[int]:
+    """PIDs of Ray Train worker processes (Ray names them `ray::RayTrainWorker...`)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if f.read().startswith(b"ray::RayTrainWorker"):
+                    pids.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def _kill_a_worker_after(run: Path, name: str, killed: dict) -> None:
+    """Wait until Ray Train has registered checkpoint `name` of the run directory `run` (its
+    snapshot names it), then SIGKILL one train worker process."""
+    snapshot = run / "checkpoint_manager_snapshot.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if snapshot.exists() and name in snapshot.read_text():
+            pids = _train_worker_pids()
+            if pids:
+                killed["pid"] = max(pids)
+                os.kill(killed["pid"], signal.SIGKILL)
+            return
+        time.sleep(0.2)
+
+
+def test_a_killed_worker_is_replaced_and_the_run_resumes_from_its_checkpoint(
+        inputs, tmp_path, ray_local):
+    cfg = _cfg(*inputs, *RUN, "--train.storage_path", str(tmp_path / "runs"), "--train.run_name",
+               "killed", "--train.steps", "8", "--train.checkpoint_every", "3",
+               "--train.zero_stage", "3", "--train.max_failures", "1")
+    killed: dict = {}
+    watcher = threading.Thread(target=_kill_a_worker_after,
+                               args=(tmp_path / "runs" / "killed", "checkpoint-00000003", killed))
+    watcher.start()
+    result = fit(cfg)
+    watcher.join()
+    assert "pid" in killed, "no train worker was found to kill"
+    # finished every step, restarting from a checkpoint taken after the kill's trigger
+    assert result.metrics["step"] == 8 and result.metrics["resumed_from"] in (3, 6)
+    state = checkpoint.verify(Path(result.checkpoint.path))
+    assert state.step == 8 and state.world_size == 2
+    # ZeRO-3's partitions were gathered into whole inference weights
+    svimo = SViMo.from_pretrained(str(Path(exported_model(cfg, result)) / "svimo"))
+    assert all(p.numel() > 0 for p in svimo.parameters())
