@@ -119,7 +119,10 @@ def verify(directory: str | Path) -> TrainState:
     if missing:
         raise CheckpointError(f"{root}: {len(missing)} listed files are missing, e.g. "
                               f"{missing[:3]}; the checkpoint is incomplete")
-    return TrainState(**content)
+    try:
+        return TrainState(**content)
+    except TypeError as e:
+        raise CheckpointError(f"{path}: not a train state this version writes ({e})") from e
 
 
 def load(directory: str | Path, engine: Any, ema: EMA | None) -> TrainState:
