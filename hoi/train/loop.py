@@ -142,13 +142,16 @@ class WorkerRun:
             self.meter.waited(time.perf_counter() - waiting)
             phase = self.phase(self.state.step)
             generator = _generator(self.device, t.seed, self.rank, self.state.step, micro)
+            # our count, not DeepSpeed's micro-step counter, which a resume does not realign
+            boundary = micro + 1 == t.gradient_accumulation
+            self.engine.set_gradient_accumulation_boundary(boundary)
             terms = self.engine(to_train_batch(batch, self.device), generator, phase)
             self.engine.backward(terms["total"])
             self.engine.step()
             self.meter.micro_step(terms)
             self.state.consumed += 1
             micro += 1
-            if self.engine.is_gradient_accumulation_boundary():
+            if boundary:
                 micro = 0
                 self.state.step += 1
                 self.meter.step(phase)

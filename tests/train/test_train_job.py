@@ -142,10 +142,13 @@ def test_bad_inputs_fail_before_any_worker_starts(inputs, tmp_path, ray_local):
 
 
 def test_train_on_s3_checkpoints_and_resumes_with_stages_and_ema(inputs, s3, ray_local):
+    """Two workers, ZeRO-2, two micro-batches per step, EMA, two resolution stages; shards,
+    encoders and the run all on S3."""
     root = s3.fresh_root()
     s3_inputs = write_train_inputs(root, s3.storage)
     storage = ["--storage.endpoint_url", s3.endpoint_url, "--train.storage_path", f"{root}/runs",
-               "--train.run_name", "staged", "--train.ema_decay", "0.5"]
+               "--train.run_name", "staged", "--train.ema_decay", "0.5",
+               "--train.gradient_accumulation", "2"]
     first = _cfg(*s3_inputs, *RUN, *storage, "--train.steps", "4", "--train.checkpoint_every",
                  "2", "--train.stages", "[[16, 32, 2], [32, 48, 2]]")
     result = fit(first)
@@ -169,6 +172,9 @@ def test_train_on_s3_checkpoints_and_resumes_with_stages_and_ema(inputs, s3, ray
     result = fit(second)
     assert result.metrics["resumed_from"] == 4 and result.metrics["step"] == 6
     assert result.metrics["stage"] == 1
+    # the data position counts micro-batches: 2 per step, 4 steps of the second stage so far
+    last = f"{root}/runs/staged/checkpoint-00000006/{checkpoint.STATE_NAME}"
+    assert json.loads(read_text(last, s3.storage))["consumed"] == 8
     kept = {p.rsplit("/", 2)[-2] for p in list_files(f"{root}/runs/staged", s3.storage)
             if p.endswith(checkpoint.STATE_NAME)}
     assert kept == {"checkpoint-00000004", "checkpoint-00000006"}  # keep_checkpoints 2
