@@ -16,7 +16,6 @@ into the reported row:
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 
 import torch
 import torch.distributed as dist
@@ -63,7 +62,7 @@ class Meter:
         self._reset()
 
     def _reset(self) -> None:
-        self.terms: dict[str, float] = defaultdict(float)
+        self.terms: dict[str, torch.Tensor | float] = {}
         self.micro_steps = 0
         self.steps = 0
         self.flops = 0.0
@@ -74,8 +73,9 @@ class Meter:
         self.wait += seconds
 
     def micro_step(self, terms: dict[str, torch.Tensor]) -> None:
+        """Add a micro-step's loss terms; summed on their device (no host sync per step)."""
         for name, value in terms.items():
-            self.terms[name] += value.detach().float().item()
+            self.terms[name] = self.terms.get(name, 0.0) + value.detach().float()
         self.micro_steps += 1
 
     def step(self, phase: str) -> None:
@@ -86,8 +86,8 @@ class Meter:
         """The window's metrics, averaged across workers (collective), and a new window."""
         seconds = time.perf_counter() - self._mark
         names = sorted(self.terms)
-        values = torch.tensor([self.terms[n] / max(1, self.micro_steps) for n in names]
-                              + [self.wait, seconds], dtype=torch.float64)
+        means = [float(self.terms[n]) / max(1, self.micro_steps) for n in names]  # host syncs: here only
+        values = torch.tensor(means + [self.wait, seconds], dtype=torch.float64)
         if dist.is_initialized():
             dist.all_reduce(values)  # gloo and NCCL both reduce float64 on the CPU tensor path
             values /= dist.get_world_size()
