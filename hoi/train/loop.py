@@ -28,7 +28,6 @@ import torch
 from ray.train.v2._internal.execution import context as ray_train_context
 
 from hoi.config import Config, from_dict
-from hoi.diffusion.closed_loop import ClosedLoop
 from hoi.model.encoders import VideoVAE
 from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
@@ -92,7 +91,6 @@ class WorkerRun:
         if self.engine.bfloat16_enabled():
             vae.to(dtype=torch.bfloat16)
         self.ema = EMA(self.engine.module, t.ema_decay) if t.ema_decay > 0 else None
-        self.phase = ClosedLoop(cfg, svimo, vid, vae, null_text).phase
         self.meter = Meter(cfg, self.world, peak_tflops(cfg, self.device))
         # 2. Resume.
         self.state = checkpoint.TrainState(world_size=self.world)
@@ -140,7 +138,7 @@ class WorkerRun:
                 raise RuntimeError(f"worker {self.rank}: stage {stage}'s stream ended at step "
                                    f"{self.state.step} of {end}")
             self.meter.waited(time.perf_counter() - waiting)
-            phase = self.phase(self.state.step)
+            phase = self.engine.module.loop.phase(self.state.step)
             generator = _generator(self.device, t.seed, self.rank, self.state.step, micro)
             # our count, not DeepSpeed's micro-step counter, which a resume does not realign
             boundary = micro + 1 == t.gradient_accumulation
