@@ -388,6 +388,90 @@ class TrainConfig:
                      f"train.stages' steps sum to {total}, but train.steps is {self.steps}")
 
 
+MODE_NAMES = ("joint", "motion_to_video", "video_to_motion", "video_only")
+
+
+@dataclass
+class SampleConfig:
+    """`jobs/sample.py` (batch sampling through Ray Data) and the sampler's defaults."""
+
+    model: str | None = None
+    """What to sample from (local or s3://): a training run directory (its latest complete
+    checkpoint), one checkpoint, or an exported model/ directory. None: the run this config
+    trains, <train.storage_path>/<train.run_name>."""
+    input: str | None = None
+    """Requests, one per row: a .jsonl, .csv or .parquet file (local or s3://) with columns
+    id, image (path or s3:// URI), prompt and optionally seed, num_steps, guidance_scale, mode,
+    motion (an .npz with joints and points, for motion_to_video) and video (an .mp4, for
+    video_to_motion)."""
+    output: str = "outputs/samples"
+    """Directory receiving <id>/ per request and manifest.jsonl (local or s3://)."""
+    num_steps: int = 50
+    """Denoising steps when a request gives none."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance scale when a request gives none; None: diffusion.guidance_scale."""
+    mode: str = "joint"
+    """Sampling mode when a request gives none: joint, motion_to_video, video_to_motion or
+    video_only."""
+    seed: int = 0
+    """Seed when a request gives none."""
+    max_steps: int = 1000
+    """Largest num_steps a request may ask for."""
+    concurrency: int = 1
+    """Sampler actors, each holding one copy of the model."""
+    cpus_per_actor: float = 1.0
+    """CPUs reserved by each sampler actor."""
+    gpus_per_actor: float | None = None
+    """GPUs of each sampler actor; None: 1 when the cluster has GPUs, else 0."""
+
+    def __post_init__(self) -> None:
+        _require(self.num_steps >= 1 and self.max_steps >= self.num_steps,
+                 "sample.num_steps must be >= 1 and <= sample.max_steps")
+        _require(self.mode in MODE_NAMES,
+                 f"sample.mode {self.mode!r} is not one of {list(MODE_NAMES)}")
+        _require(self.concurrency >= 1, "sample.concurrency must be >= 1")
+        _require(self.cpus_per_actor >= 0 and (self.gpus_per_actor or 0) >= 0,
+                 "sample.cpus_per_actor and gpus_per_actor must be >= 0")
+
+
+@dataclass
+class ServeConfig:
+    """The `svimo` Ray Serve app (`serve run serve.app:svimo`)."""
+
+    model: str | None = None
+    """What to serve (local or s3://), as sample.model; None: <train.storage_path>/<train.run_name>."""
+    results: str = "outputs/serve"
+    """Where each generation's files go, <results>/<id>/ (local or s3://; replicas share it)."""
+    min_replicas: int = 1
+    """Sampler replicas kept when idle."""
+    max_replicas: int = 2
+    """Sampler replicas at most under load."""
+    target_ongoing_requests: float = 1.0
+    """Generations per replica the autoscaler aims for (a replica runs one at a time)."""
+    upscale_delay_s: float = 5.0
+    """Seconds of sustained load before a replica is added (generations take minutes)."""
+    downscale_delay_s: float = 120.0
+    """Seconds of low load before a replica is removed."""
+    max_queued: int = 32
+    """Generations waiting or running beyond which submissions get 429 + Retry-After."""
+    replica_cpus: float = 1.0
+    """CPUs reserved by each sampler replica."""
+    replica_gpus: float | None = None
+    """GPUs of each sampler replica; None: 1 when the cluster has GPUs, else 0."""
+    max_image_bytes: int = 10_000_000
+    """Largest accepted image upload in bytes."""
+    max_image_pixels: int = 16_000_000
+    """Largest accepted image in pixels (width x height), checked before decoding."""
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.min_replicas <= self.max_replicas,
+                 "serve.min_replicas must be >= 1 and <= serve.max_replicas")
+        _require(self.target_ongoing_requests > 0 and self.max_queued >= 1,
+                 "serve.target_ongoing_requests must be > 0 and serve.max_queued >= 1")
+        _require(self.max_image_bytes > 0 and self.max_image_pixels > 0,
+                 "serve.max_image_bytes and max_image_pixels must be > 0")
+
+
 @dataclass
 class StorageConfig:
     """How s3:// paths are reached. Credentials come from the usual AWS chain."""
@@ -425,6 +509,8 @@ class Config:
     codec: CodecConfig = field(default_factory=CodecConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
@@ -450,6 +536,12 @@ class Config:
         if self.train.stages:
             return [tuple(row) for row in self.train.stages]
         return [(self.data.height, self.data.width, self.train.steps)]
+
+    def model_path(self, path: str | None) -> str:
+        """`path`, or the run this config trains (<train.storage_path>/<train.run_name>)."""
+        if path is not None:
+            return path
+        return f"{self.train.storage_path.rstrip('/')}/{self.train.run_name}"
 
     def at_size(self, height: int, width: int) -> Config:
         """This config with data.height x width replaced (a resolution stage's view)."""

@@ -166,9 +166,7 @@ class TextEncoder:
              max_tokens: int, device: Device = None,
              dtype: torch.dtype | None = None) -> TextEncoder:
         """From transformers directories, local or s3://; FileNotFoundError names a missing one."""
-        with local_dir(tokenizer_path, storage) as local:
-            _require_file(local, "tokenizer_config.json", tokenizer_path, "tokenizer")
-            tokenizer = AutoTokenizer.from_pretrained(local, local_files_only=True)
+        tokenizer = load_tokenizer(tokenizer_path, storage)
         with local_dir(text_encoder_path, storage) as local:
             _require_file(local, "config.json", text_encoder_path, "T5EncoderModel")
             model = T5EncoderModel.from_pretrained(local, local_files_only=True, dtype=dtype)
@@ -189,6 +187,19 @@ class TextEncoder:
                              truncation=True, add_special_tokens=True,
                              return_tensors="pt").input_ids
         return self.model(ids.to(self.model.device))[0]
+
+
+def load_tokenizer(path: str, storage: StorageConfig) -> PreTrainedTokenizerBase:
+    """A transformers tokenizer directory, local or s3://."""
+    with local_dir(path, storage) as local:
+        _require_file(local, "tokenizer_config.json", path, "tokenizer")
+        return AutoTokenizer.from_pretrained(local, local_files_only=True)
+
+
+def count_tokens(tokenizer: PreTrainedTokenizerBase, prompt: str) -> int:
+    """Tokens `TextEncoder.encode` would feed T5 for `prompt` before truncation (EOS
+    included)."""
+    return len(tokenizer(prompt, add_special_tokens=True).input_ids)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,6 +18,10 @@ from hoi.storage import join, read_bytes, read_text, write_bytes, write_text
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+MODEL_DIR = "model"
+"""A training checkpoint's exported inference weights: svimo/, vid/ and PIPELINE_NAME."""
+PIPELINE_NAME = "pipeline.json"
+"""Names the networks of an exported model directory and the encoders they were trained with."""
 
 M = TypeVar("M", bound="Pretrained")
 

@@ -29,15 +29,15 @@ import torch
 import torch.distributed as dist
 
 from hoi.config import Config
-from hoi.model.pretrained import write_pretrained
+from hoi.model.pretrained import MODEL_DIR, PIPELINE_NAME, write_pretrained
 from hoi.train.engine import EMA, split_state
 
 STATE_NAME = "train_state.json"
+CHECKPOINT_PREFIX = "checkpoint-"
+"""Checkpoint directories are <run>/checkpoint-<step, 8 digits>."""
 DEEPSPEED_DIR = "deepspeed"
 DEEPSPEED_TAG = "state"
 EMA_NAME = "ema.safetensors"
-MODEL_DIR = "model"
-PIPELINE_NAME = "pipeline.json"
 
 
 class CheckpointError(RuntimeError):

@@ -178,4 +178,4 @@ class WorkerRun:
         with tempfile.TemporaryDirectory(prefix="svimo-ckpt-") as directory:
             checkpoint.save(directory, self.engine, state, self.cfg, self.ema)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
-                             checkpoint_dir_name=f"checkpoint-{state.step:08d}")
+                             checkpoint_dir_name=f"{checkpoint.CHECKPOINT_PREFIX}{state.step:08d}")

@@ -1,0 +1,91 @@
+"""The `svimo` app as users start it, `serve run serve.app:svimo`, on the session's Ray with
+a tiny model the tests make; every test in this package talks to it over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from hoi.config import StorageConfig
+from tests.train.inputs import write_tiny_model
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+MAX_REPLICAS = 2
+MAX_QUEUED = 24
+MAX_IMAGE_BYTES = 1_000_000
+MAX_IMAGE_PIXELS = 4_000_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An exported svimo-tiny model trained with the motion mask (so video_only works)."""
+    root = tmp_path_factory.mktemp("tiny-model")
+    return write_tiny_model(str(root), StorageConfig(),
+                            ["--model.motion_attention_mask", "true"])
+
+
+@pytest.fixture(scope="session")
+def svimo_url(ray_local: None, tiny_model: str, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[str]:
+    """Base URL of `serve run serve.app:svimo config=<run file>` on 127.0.0.1."""
+    import ray
+    from ray import serve
+
+    root = tmp_path_factory.mktemp("serve")
+    run_file = root / "serve.yaml"
+    run_file.write_text(yaml.safe_dump({
+        "flavour": "svimo-tiny",
+        "sample": {"num_steps": 2, "max_steps": 8},
+        "serve": {"model": tiny_model, "results": str(root / "results"),
+                  "min_replicas": 1, "max_replicas": MAX_REPLICAS, "replica_cpus": 0.25,
+                  "upscale_delay_s": 1.0, "downscale_delay_s": 600.0,
+                  "max_queued": MAX_QUEUED, "max_image_bytes": MAX_IMAGE_BYTES,
+                  "max_image_pixels": MAX_IMAGE_PIXELS}}))
+    port = _free_port()
+    # Serve's HTTP proxy takes the options of whoever starts Serve first: the test does, on a
+    # free loopback port; `serve run` then deploys onto it.
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    proc = subprocess.Popen(
+        [str(BIN / "serve"), "run", "serve.app:svimo", f"config={run_file}",
+         "--address", ray.get_runtime_context().gcs_address],
+        cwd=REPO, env=env, stdout=open(root / "serve.log", "wb"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (root / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the app did not answer /healthz in 180 s"
+            try:
+                if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # `serve run` then deletes the app and Serve
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        serve.shutdown()

@@ -1,0 +1,198 @@
+"""The svimo app over HTTP: the whole flow, bad input, overload, many clients, autoscaling."""
+
+from __future__ import annotations
+
+import io
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from ray import serve
+
+from tests.serve.conftest import MAX_QUEUED, MAX_REPLICAS
+
+
+def png(width: int = 96, height: int = 64, seed: int = 0) -> bytes:
+    rgb = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def submit(url: str, image: bytes | None = None, **fields) -> requests.Response:
+    data = {"prompt": "stir the bowl with the spoon", **fields}
+    return requests.post(f"{url}/v1/generations", data=data,
+                         files={"image": ("ref.png", image or png(), "image/png")}, timeout=30)
+
+
+def wait_done(url: str, job_id: str, timeout_s: float = 120) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = requests.get(f"{url}/v1/generations/{job_id}", timeout=10).json()
+        if status["status"] in ("done", "failed"):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"{job_id} not finished in {timeout_s} s: {status}")
+
+
+def test_whole_flow(svimo_url: str) -> None:
+    config = requests.get(f"{svimo_url}/v1/config", timeout=10).json()
+    r = submit(svimo_url, num_steps=3, seed=7)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["status"] == "queued" and job["position"] >= 0
+    status = wait_done(svimo_url, job["id"])
+    assert status["status"] == "done", status
+    assert status["step"] == status["num_steps"] == 3
+    names = set(status["files"])
+    assert {"video.mp4", "motion_video.mp4", "preview.mp4", "preview.png", "motion.json",
+            "motion.npz"} <= names
+    video = requests.get(svimo_url + status["files"]["video.mp4"], timeout=10)
+    assert video.headers["content-type"] == "video/mp4" and video.content[4:8] == b"ftyp"
+    motion = requests.get(svimo_url + status["files"]["motion.json"], timeout=10).json()
+    assert np.asarray(motion["joints"]).shape == (config["num_frames"], 42, 3)
+    assert np.asarray(motion["points"]).shape == (config["num_frames"], 298, 3)
+    assert len(motion["bones"]) == 40
+    health = requests.get(f"{svimo_url}/healthz", timeout=10).json()
+    assert health["status"] == "ok"
+
+
+def flat(width: int, height: int, fmt: str) -> bytes:
+    """A one-colour image: tiny as a file, whatever its pixel count."""
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), "red").save(buf, format=fmt)
+    return buf.getvalue()
+
+
+BAD_SUBMISSIONS = [
+    # (what, files, form fields, expected status, words the message must hold)
+    ("text as image", {"image": ("a.png", b"hello", "image/png")}, {}, 415, "PNG, JPEG"),
+    ("truncated PNG", {"image": ("a.png", png()[:200], "image/png")}, {}, 422, "decoded"),
+    ("GIF", {"image": ("a.gif", flat(96, 64, "GIF"), "image/gif")}, {}, 415, "GIF"),
+    ("too many pixels", {"image": ("a.png", flat(2100, 2000, "PNG"), "image/png")}, {}, 413, "pixels"),
+    ("too many bytes", {"image": ("a.png", b"\x89PNG" + bytes(1_100_000), "image/png")}, {},
+     413, "limit"),
+    ("no image", {}, {}, 422, "image"),
+    ("image as a field", {}, {"image": "x"}, 422, "image"),
+    ("empty prompt", None, {"prompt": " "}, 422, "prompt is empty"),
+    ("long prompt", None, {"prompt": "stir " * 50}, 422, "T5 tokens"),
+    ("zero steps", None, {"num_steps": "0"}, 422, "num_steps"),
+    ("too many steps", None, {"num_steps": "9"}, 422, "[1, 8]"),
+    ("steps not a number", None, {"num_steps": "many"}, 422, "num_steps"),
+    ("negative seed", None, {"seed": "-1"}, 422, "seed"),
+    ("guidance NaN", None, {"guidance": "nan"}, 422, "guidance"),
+    ("mode the page cannot feed", None, {"mode": "video_to_motion"}, 422, "joint"),
+    ("unknown field", None, {"steps": "3"}, 422, "unknown field"),
+]
+
+
+def test_bad_submissions_get_4xx_saying_what_to_fix(svimo_url: str) -> None:
+    for what, files, fields, code, words in BAD_SUBMISSIONS:
+        data = {"prompt": "stir the bowl with the spoon", **fields}
+        if files is None:
+            files = {"image": ("ref.png", png(), "image/png")}
+        r = requests.post(f"{svimo_url}/v1/generations", data=data, files=files or None,
+                          timeout=30)
+        assert r.status_code == code, (what, r.status_code, r.text)
+        assert words in r.text, (what, r.text)
+    r = requests.post(f"{svimo_url}/v1/generations", json={"prompt": "x"}, timeout=10)
+    assert r.status_code == 422
+    for path in ("/v1/generations/nope", "/v1/generations/" + "0" * 32,
+                 "/v1/generations/" + "0" * 32 + "/files/video.mp4"):
+        assert requests.get(svimo_url + path, timeout=10).status_code == 404, path
+
+
+def test_video_only_mode_gives_a_video_without_motion(svimo_url: str) -> None:
+    r = submit(svimo_url, mode="video_only", num_steps=2)
+    assert r.status_code == 202, r.text
+    status = wait_done(svimo_url, r.json()["id"])
+    assert status["status"] == "done"
+    assert "video.mp4" in status["files"] and "motion.json" not in status["files"]
+    missing = requests.get(f"{svimo_url}/v1/generations/{r.json()['id']}/files/motion.json",
+                           timeout=10)
+    assert missing.status_code == 404
+
+
+# Anything a client might send: the right fields with wrong values, unknown fields, no file,
+# wrong files. Valid submissions may be among them and are queued like any other.
+_text = st.text(max_size=40)
+_field_values = {
+    "prompt": st.one_of(_text, st.just("stir the bowl with the spoon")),
+    "num_steps": st.one_of(_text, st.integers(-10, 20).map(str)),
+    "seed": st.one_of(_text, st.integers(-2**70, 2**70).map(str)),
+    "guidance": st.one_of(_text, st.floats(allow_nan=True).map(str)),
+    "mode": st.one_of(_text, st.sampled_from(["joint", "video_only", "video_to_motion"])),
+}
+_fields = st.fixed_dictionaries({}, optional={**_field_values, "other": _text})
+_image = st.one_of(st.none(), st.binary(max_size=300),
+                   st.builds(lambda cut: png()[:cut], st.integers(0, 400)),
+                   st.just(png()), st.just(flat(8, 8, "JPEG")))
+
+
+@settings(max_examples=60, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=_fields, image=_image, path=st.text(max_size=30))
+def test_fuzzed_requests_never_get_a_5xx(svimo_url: str, fields: dict, image: bytes | None,
+                                         path: str) -> None:
+    files = None if image is None else {"image": ("x", image, "application/octet-stream")}
+    r = requests.post(f"{svimo_url}/v1/generations", data=fields, files=files, timeout=30)
+    assert r.status_code < 500, (fields, r.status_code, r.text)
+    assert r.status_code in (202, 400, 411, 413, 415, 422, 429), r.status_code
+    quoted = urllib.parse.quote(path, safe="")
+    for url in (f"{svimo_url}/v1/generations/{quoted}",
+                f"{svimo_url}/v1/generations/{'a' * 32}/files/{quoted}"):
+        assert requests.get(url, timeout=10).status_code < 500, url
+
+
+def test_openapi_schema_documents_the_api(svimo_url: str) -> None:
+    schema = requests.get(f"{svimo_url}/openapi.json", timeout=10).json()
+    assert {"/v1/generations", "/v1/generations/{job_id}", "/healthz",
+            "/v1/config"} <= set(schema["paths"])
+    assert requests.get(f"{svimo_url}/docs", timeout=10).status_code == 200
+
+
+def sampler_replicas() -> int:
+    app = serve.status().applications["default"]
+    return app.deployments["Sampler"].replica_states.get("RUNNING", 0)
+
+
+def drain(url: str, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        health = requests.get(f"{url}/healthz", timeout=10).json()
+        if health["queued"] == health["running"] == 0:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the queue did not drain: {health}")
+
+
+def test_concurrent_submissions_complete_scale_out_and_overflow_is_refused(svimo_url: str
+                                                                          ) -> None:
+    drain(svimo_url)  # the fuzz may have queued work
+    with ThreadPoolExecutor(20) as pool:
+        first = list(pool.map(lambda i: submit(svimo_url, png(seed=i), seed=i, num_steps=8),
+                              range(20)))
+        assert [r.status_code for r in first] == [202] * 20, [r.text for r in first]
+        # more than the queue holds: the rest is refused with a time to come back
+        extra = list(pool.map(lambda i: submit(svimo_url, seed=i, num_steps=8),
+                              range(MAX_QUEUED)))
+    refused = [r for r in extra if r.status_code == 429]
+    accepted = [r.json()["id"] for r in [*first, *extra] if r.status_code == 202]
+    assert refused and len(accepted) <= MAX_QUEUED, [r.status_code for r in extra]
+    assert all(int(r.headers["Retry-After"]) >= 1 for r in refused)
+    most = 0
+    for job_id in accepted:  # every accepted job ends done, with its files
+        deadline = time.monotonic() + 240
+        while (status := requests.get(f"{svimo_url}/v1/generations/{job_id}",
+                                      timeout=10).json())["status"] not in ("done", "failed"):
+            most = max(most, sampler_replicas())
+            assert time.monotonic() < deadline, status
+            time.sleep(0.3)
+        assert status["status"] == "done" and "video.mp4" in status["files"], status
+    most = max(most, sampler_replicas())
+    assert most == MAX_REPLICAS, f"the sampler never scaled out (at most {most} replica)"
