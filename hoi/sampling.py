@@ -26,12 +26,14 @@ from typing import Any
 
 import numpy as np
 import ray
+from PIL import Image
 from tqdm import tqdm
 
 from hoi.config import MODE_NAMES, Config
 from hoi.outputs import RESULT_NAME, read_result, write_generation
 from hoi.pipeline import InputError, SViMoPipeline, find_model
-from hoi.storage import is_s3, join, list_files, read_bytes, resolve, write_text
+from hoi.storage import is_s3, join, list_files, read_bytes, resolve, write_bytes, write_text
+from hoi.train.local import load_clips
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +179,23 @@ class Sampler:
         if r.get("video"):
             kwargs["video"] = _read(r["video"], "video", storage)
         return kwargs
+
+
+def requests_from_split(cfg: Config, split: str, directory: str, limit: int) -> str:
+    """A request file for the first `limit` clips of a shard split (cfg.train.shards): each
+    clip's first frame as a PNG, its prompt, and its id; returns the .jsonl path. Held-out
+    clips sampled this way can be compared with their ground truth."""
+    clips = load_clips(cfg.train.shards, split, cfg, cfg.storage, limit=limit)
+    lines = []
+    for clip in clips:
+        buf = io.BytesIO()
+        Image.fromarray(clip.video[0]).save(buf, format="PNG")
+        write_bytes(join(directory, f"{clip.clip_id}.png"), buf.getvalue(), cfg.storage)
+        lines.append(json.dumps({"id": clip.clip_id, "image": f"{clip.clip_id}.png",
+                                 "prompt": clip.prompt}))
+    path = join(directory, f"{split}.jsonl")
+    write_text(path, "\n".join(lines) + "\n", cfg.storage)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------

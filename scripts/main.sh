@@ -3,7 +3,9 @@
 #   1. prepare shards (jobs/prepare.py; reruns keep complete shards),
 #   2. train the small codec once (jobs/train_codec.py; skipped when outputs/codec exists:
 #      a checkpoint's latents only mean something with the codec it was trained with),
-#   3. train SViMo + VID with Ray Train + DeepSpeed (jobs/train.py; reruns resume the run).
+#   3. train SViMo + VID with Ray Train + DeepSpeed (jobs/train.py; reruns resume the run),
+#   4. sample two held-out clips' first frames + prompts from the trained model through Ray
+#      Data (jobs/sample.py): videos, 3D motion and previews in outputs/samples/<clip>/.
 # Extra arguments are config overrides for all three, e.g. --train.steps 400.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,4 +14,5 @@ bash scripts/env.sh
 if [ ! -f outputs/codec/codec.json ]; then
   .venv/bin/python jobs/train_codec.py --config configs/default.yaml "$@"
 fi
-exec .venv/bin/python jobs/train.py --config configs/default.yaml "$@"
+.venv/bin/python jobs/train.py --config configs/default.yaml "$@"
+exec .venv/bin/python jobs/sample.py --config configs/default.yaml --from-split val --limit 2 "$@"

@@ -41,7 +41,7 @@ from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 
-from hoi.config import Config, load_config
+from hoi.config import Config, ServeConfig, load_config
 from hoi.model.encoders import load_tokenizer
 from hoi.outputs import content_type, write_generation
 from hoi.pipeline import (
@@ -71,6 +71,32 @@ JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 api = FastAPI(title="SViMo", version="0.1.0",
               description="Generate the video and 3D hand-object motion of a prompt from a "
                           "reference image. Submit, poll the status, fetch the files.")
+
+
+# `serve.ingress` freezes a copy of `api` when it decorates the class: middleware and mounts
+# must be declared before it. The deployment class itself reaches its replicas pickled by
+# value (module state it writes is its own copy), so the body limit travels in the ingress
+# replica's environment (`build_app`).
+MAX_BODY_ENV = "SVIMO_MAX_BODY"
+
+
+@api.middleware("http")
+async def limit_body(request: Request, call_next):
+    """Refuse a submission whose body is larger than an image may be, before reading it."""
+    if request.method == "POST":
+        length = request.headers.get("content-length")
+        limit = int(os.environ.get(MAX_BODY_ENV, ServeConfig.max_image_bytes + FORM_OVERHEAD))
+        if length is None:
+            return JSONResponse({"detail": "send a Content-Length header"}, status_code=411)
+        if not length.isdigit():
+            return JSONResponse({"detail": "bad Content-Length"}, status_code=400)
+        if int(length) > limit:
+            return JSONResponse({"detail": f"the request has {length} bytes; the limit is "
+                                           f"{limit}"}, status_code=413)
+    return await call_next(request)
+
+
+api.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +149,6 @@ class SViMoAPI:
         self.sampler, self.store = sampler, store
         self.tasks: set[asyncio.Task] = set()
         Image.MAX_IMAGE_PIXELS = cfg.serve.max_image_pixels  # PIL refuses far larger at open
-        api.state.max_body = cfg.serve.max_image_bytes + FORM_OVERHEAD
 
     # --- pages and facts --------------------------------------------------------------------
 
@@ -301,23 +326,6 @@ class SViMoAPI:
                    self.cfg.storage)
 
 
-@api.middleware("http")
-async def limit_body(request: Request, call_next):
-    """Refuse a submission whose body is larger than an image may be, before reading it."""
-    if request.method == "POST":
-        length = request.headers.get("content-length")
-        limit = request.app.state.max_body
-        if length is None:
-            return JSONResponse({"detail": "send a Content-Length header"}, status_code=411)
-        if not length.isdigit():
-            return JSONResponse({"detail": "bad Content-Length"}, status_code=400)
-        if int(length) > limit:
-            return JSONResponse({"detail": f"the request has {length} bytes; the limit is "
-                                           f"{limit}"}, status_code=413)
-    return await call_next(request)
-
-
-api.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,7 +361,10 @@ def build_app(cfg: Config) -> serve.Application:
         # a sampler's queue is the store's; requests wait in the handle, not on replicas
         max_queued_requests=-1,
     ).bind(model_dir, cfg, store)
-    return SViMoAPI.bind(model_dir, cfg, sampler, store)
+    max_body = str(s.max_image_bytes + FORM_OVERHEAD)
+    return SViMoAPI.options(
+        ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": {MAX_BODY_ENV: max_body}}},
+    ).bind(model_dir, cfg, sampler, store)
 
 
 def _absolute(path: str) -> str:

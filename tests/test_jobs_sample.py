@@ -15,7 +15,7 @@ from PIL import Image
 from hoi.config import StorageConfig
 from hoi.storage import list_files, read_text, write_bytes
 from jobs.sample import main
-from tests.train.inputs import write_tiny_model
+from tests.train.inputs import write_tiny_model, write_train_inputs
 
 PROMPT = "stir the bowl with the spoon"
 
@@ -112,3 +112,18 @@ def test_no_model_or_no_requests_stops_before_any_work(ray_local: None, tmp_path
     assert "nothing at" in capsys.readouterr().err
     assert main(["--flavour", "svimo-tiny"]) == 2
     assert "sample.input is not set" in capsys.readouterr().err
+
+
+def test_held_out_clips_of_a_split_become_requests(ray_local: None, tmp_path: Path) -> None:
+    overrides = write_train_inputs(str(tmp_path / "in"), StorageConfig())
+    model = write_tiny_model(str(tmp_path / "m"), StorageConfig())
+    out = tmp_path / "samples"
+    assert main([*overrides, "--sample.model", model, "--sample.output", str(out),
+                 "--from-split", "train", "--limit", "2", "--sample.num_steps", "1",
+                 "--sample.cpus_per_actor", "0.5"]) == 0
+    requests = [json.loads(line) for line in (out / "requests" / "train.jsonl").open()]
+    assert [r["id"] for r in requests] == ["train-0", "train-1"]
+    assert requests[0]["prompt"] == json.loads(
+        (out / "train-0" / "result.json").read_text())["prompt"]
+    first = np.asarray(Image.open(out / "requests" / "train-0.png"))
+    assert first.shape == (32, 48, 3)

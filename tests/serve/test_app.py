@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from ray import serve
 
-from tests.serve.conftest import MAX_QUEUED, MAX_REPLICAS
+from tests.serve.conftest import MAX_IMAGE_BYTES, MAX_QUEUED, MAX_REPLICAS
 
 
 def png(width: int = 96, height: int = 64, seed: int = 0) -> bytes:
@@ -75,8 +75,10 @@ BAD_SUBMISSIONS = [
     ("truncated PNG", {"image": ("a.png", png()[:200], "image/png")}, {}, 422, "decoded"),
     ("GIF", {"image": ("a.gif", flat(96, 64, "GIF"), "image/gif")}, {}, 415, "GIF"),
     ("too many pixels", {"image": ("a.png", flat(2100, 2000, "PNG"), "image/png")}, {}, 413, "pixels"),
-    ("too many bytes", {"image": ("a.png", b"\x89PNG" + bytes(1_100_000), "image/png")}, {},
-     413, "limit"),
+    ("image too large", {"image": ("a.png", bytes(MAX_IMAGE_BYTES + 10), "image/png")}, {},
+     413, "the image has"),
+    ("body too large", {"image": ("a.png", bytes(MAX_IMAGE_BYTES + 100_000), "image/png")}, {},
+     413, "the request has"),
     ("no image", {}, {}, 422, "image"),
     ("image as a field", {}, {"image": "x"}, 422, "image"),
     ("empty prompt", None, {"prompt": " "}, 422, "prompt is empty"),
