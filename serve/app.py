@@ -247,7 +247,7 @@ class SViMoAPI:
         files = {name: f"/v1/generations/{job_id}/files/{name}" for name in job["files"]}
         return {"id": job_id, "status": job["status"], "position": job["position"],
                 "step": job["step"], "num_steps": job["num_steps"], "error": job["error"],
-                "files": files if job["status"] == DONE else {}}
+                "attempts": job["attempts"], "files": files if job["status"] == DONE else {}}
 
     @api.get("/v1/generations/{job_id}/files/{name}")
     async def file(self, job_id: str, name: str) -> Response:

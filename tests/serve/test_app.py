@@ -198,3 +198,26 @@ def test_concurrent_submissions_complete_scale_out_and_overflow_is_refused(svimo
         assert status["status"] == "done" and "video.mp4" in status["files"], status
     most = max(most, sampler_replicas())
     assert most == MAX_REPLICAS, f"the sampler never scaled out (at most {most} replica)"
+
+
+def test_a_job_whose_sampler_replica_dies_runs_again_and_completes(svimo_url: str) -> None:
+    import ray
+
+    drain(svimo_url)
+    ids = [submit(svimo_url, seed=i, num_steps=8).json()["id"] for i in range(4)]
+    deadline = time.monotonic() + 60
+    while True:  # catch a job while its replica works on it
+        running = [s for s in (requests.get(f"{svimo_url}/v1/generations/{i}", timeout=10)
+                               .json() for i in ids) if s["status"] == "running"]
+        if running:
+            break
+        assert time.monotonic() < deadline, "no job started"
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                if "#Sampler#" in a["name"]]
+    assert replicas, ray.util.list_named_actors(all_namespaces=True)
+    for actor in replicas:  # every sampler replica: the running job's one among them
+        ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=False)
+    statuses = [wait_done(svimo_url, i, timeout_s=240) for i in ids]
+    assert [s["status"] for s in statuses] == ["done"] * 4, statuses
+    victim = next(s for s in statuses if s["id"] == running[0]["id"])
+    assert victim["attempts"] == 2, victim
