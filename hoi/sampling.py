@@ -124,7 +124,7 @@ def _sample(cfg: Config, model_dir: str, requests: list[dict[str, Any]]
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     items = [{"request": json.dumps(r)} for r in requests]
     ds = ray.data.from_items(items).map_batches(
-        Sampler, fn_constructor_kwargs={"cfg": cfg, "model_dir": model_dir}, batch_size=1,
+        BatchSampler, fn_constructor_kwargs={"cfg": cfg, "model_dir": model_dir}, batch_size=1,
         concurrency=min(s.concurrency, len(requests)), num_cpus=s.cpus_per_actor,
         num_gpus=gpus)
     with tqdm(total=len(requests), desc="sampling", unit="sample") as bar:
@@ -135,7 +135,7 @@ def _sample(cfg: Config, model_dir: str, requests: list[dict[str, Any]]
             yield entry
 
 
-class Sampler:
+class BatchSampler:
     """A Ray Data actor: one pipeline, requests in, manifest entries (as JSON) out."""
 
     def __init__(self, cfg: Config, model_dir: str) -> None:
