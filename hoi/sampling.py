@@ -5,8 +5,9 @@
 3. `map_batches` over an actor pool: each actor holds one `SViMoPipeline` (one GPU when the
    cluster has GPUs) and writes each request's files to <output>/<id>/.
 4. manifest.jsonl: one line per request, {"id", "status": "ok" | "error", "reason", ...},
-   rewritten as results arrive. A bad row (missing image, undecodable file, prompt too long,
-   bad option) is an "error" line with its reason; the other rows go on.
+   rewritten now and then while results arrive and at the end. A bad row (missing image,
+   undecodable file, prompt too long, bad option) is an "error" line with its reason; the
+   other rows go on.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import ray
 from PIL import Image
 from tqdm import tqdm
 
-from hoi.config import MODE_NAMES, Config
+from hoi.config import Config
 from hoi.outputs import RESULT_NAME, read_result, write_generation
 from hoi.pipeline import InputError, SViMoPipeline, find_model
 from hoi.storage import is_s3, join, list_files, read_bytes, resolve, write_bytes, write_text
@@ -38,6 +39,8 @@ from hoi.train.local import load_clips
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
+MANIFEST_EVERY_S = 10.0
+"""Seconds between rewrites of the manifest while results arrive (each is a PUT on S3)."""
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 OPTIONS = ("seed", "num_steps", "guidance_scale", "mode", "motion", "video")
 """Optional request columns (besides id, image, prompt)."""
@@ -88,9 +91,12 @@ def run(cfg: Config) -> dict[str, Any]:
     log.info("%d requests: %d done before, %d to sample, %d rejected", len(rows), skipped,
              len(pending), sum(e["status"] == "error" for e in entries.values()))
     manifest = join(s.output, MANIFEST_NAME)
+    written = time.monotonic()
     for result in _sample(cfg, model_dir, pending):
         entries[result["id"]] = result
-        _write_manifest(manifest, entries, cfg)
+        if time.monotonic() - written > MANIFEST_EVERY_S:  # the progress so far, now and then
+            _write_manifest(manifest, entries, cfg)
+            written = time.monotonic()
     _write_manifest(manifest, entries, cfg)
     counts = {status: sum(e["status"] == status for e in entries.values())
               for status in ("ok", "error")}
@@ -107,6 +113,9 @@ def read_requests(path: str, cfg: Config) -> list[dict[str, Any]]:
         raise SampleError(f"{path!r}: requests must be a .jsonl, .csv or .parquet file")
     if fs.get_file_info(inner).type.name != "File":
         raise SampleError(f"no request file at {path!r}")
+    # V1 lists files on the driver; V2 lists them in a task that needs a whole free CPU,
+    # which a small cluster's Serve or Train replicas may hold (see hoi/train/job.py).
+    ray.data.DataContext.get_current().use_datasource_v2 = False
     try:
         return [_plain_row(r) for r in reader(inner, filesystem=fs).take_all()]
     except Exception as e:  # Arrow's parse errors come in several types
@@ -166,11 +175,9 @@ class BatchSampler:
     def _inputs(self, r: dict[str, Any]) -> dict[str, Any]:
         """The pipeline's arguments for one request; InputError names a bad field."""
         s, storage = self.cfg.sample, self.cfg.storage
-        mode = r.get("mode") or s.mode
-        if mode not in MODE_NAMES:
-            raise InputError(f"mode {mode!r} is not one of {list(MODE_NAMES)}")
         kwargs: dict[str, Any] = {
-            "image": _read(r["image"], "image", storage), "prompt": r["prompt"], "mode": mode,
+            "image": _read(r["image"], "image", storage), "prompt": r["prompt"],
+            "mode": r.get("mode") or s.mode,
             "seed": _integer(r, "seed", s.seed, 0, 2**63 - 1),
             "num_steps": _integer(r, "num_steps", s.num_steps, 1, s.max_steps),
             "guidance_scale": _number(r, "guidance_scale", s.guidance_scale)}

@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
 FIELDS = ("image", "prompt", "num_steps", "seed", "guidance", "mode")
+HTTP_MODES = ("joint", "video_only")
+"""Modes a submission can ask for: the other two need a motion or video upload (batch job)."""
 MAX_SEED = 2**63 - 1
 MAX_GUIDANCE = 100.0
 FORM_OVERHEAD = 64 * 1024
@@ -145,7 +147,7 @@ class SViMoAPI:
         self.cfg, self.model_dir = cfg, model_dir
         self.model_cfg = model_config(model_dir, cfg.storage)
         self.tokenizer = load_tokenizer(self.model_cfg.encoders.tokenizer, cfg.storage)
-        self.modes = supported_modes(self.model_cfg)
+        self.modes = [m for m in supported_modes(self.model_cfg) if m in HTTP_MODES]
         self.sampler, self.store = sampler, store
         self.tasks: set[asyncio.Task] = set()
         Image.MAX_IMAGE_PIXELS = cfg.serve.max_image_pixels  # PIL refuses far larger at open
@@ -172,7 +174,7 @@ class SViMoAPI:
         d, s = self.model_cfg.data, self.cfg.sample
         return {"num_frames": d.num_frames, "height": d.height, "width": d.width, "fps": d.fps,
                 "default_steps": s.num_steps, "max_steps": s.max_steps,
-                "modes": [m for m in self.modes if m in ("joint", "video_only")],
+                "modes": self.modes,
                 "max_prompt_tokens": self.model_cfg.model.max_text_tokens,
                 "max_image_bytes": self.cfg.serve.max_image_bytes,
                 "max_image_pixels": self.cfg.serve.max_image_pixels}
@@ -308,11 +310,10 @@ class SViMoAPI:
         return value
 
     def _check_mode(self, mode: str | None) -> str:
-        modes = self.config()["modes"]
         if mode is None:
             return "joint"
-        if mode not in modes:
-            raise HTTPException(422, f"mode {mode!r} is not one of {modes}")
+        if mode not in self.modes:
+            raise HTTPException(422, f"mode {mode!r} is not one of {self.modes}")
         return mode
 
     def _keep_request(self, job_id: str, job: dict[str, Any], data: bytes) -> None:

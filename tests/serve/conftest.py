@@ -41,10 +41,11 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
                             ["--model.motion_attention_mask", "true"])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def svimo_url(ray_local: None, tiny_model: str, tmp_path_factory: pytest.TempPathFactory
               ) -> Iterator[str]:
-    """Base URL of `serve run serve.app:svimo config=<run file>` on 127.0.0.1."""
+    """Base URL of `serve run serve.app:svimo config=<run file>` on 127.0.0.1, for the tests
+    of this package only: its replicas hold CPUs that later tests' runs need."""
     import ray
     from ray import serve
 
