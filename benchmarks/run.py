@@ -366,6 +366,329 @@ def _proj(cfg, batch) -> torch.Tensor:
                                torch.zeros(B, 3), cfg.data.height, cfg.data.width)
 
 
+# ---------------------------------------------------------------------------------------------
+# Serving: the svimo Serve app under concurrent HTTP clients, 1 vs 2 sampler replicas
+# ---------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _png(seed: int, height: int = 64, width: int = 96) -> bytes:
+    """A random RGB reference image as PNG bytes."""
+    import io
+
+    from PIL import Image
+
+    rgb = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--generations", type=int, default=24, help="generations per run")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
+    parser.add_argument("--steps", type=int, default=4, help="denoising steps per generation")
+    parser.add_argument("--replica-cpus", type=float, default=0.5,
+                        help="CPUs reserved by each sampler replica")
+    parser.add_argument("--poll", type=float, default=0.2, help="seconds between status polls")
+
+
+def _client_load(url: str, args: argparse.Namespace) -> dict:
+    """`args.clients` threads share `args.generations` submissions; each submits one, polls its
+    status every `args.poll` s until done or failed, then submits the next. Returns the
+    latencies (s) of submit calls, status calls and completions (submit -> seen done), the
+    HTTP codes that were not 2xx, and the jobs that failed or never finished."""
+    import itertools
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    counter, lock = itertools.count(), threading.Lock()
+    out: dict = {"submit": [], "status": [], "done": [], "codes": {}, "failed": [],
+                 "lost": [], "first": None, "last": None}
+
+    def record(key: str, value) -> None:
+        with lock:
+            out[key].append(value)
+
+    def bad(code: int) -> None:
+        with lock:
+            out["codes"][code] = out["codes"].get(code, 0) + 1
+
+    def client(_: int) -> None:
+        http = requests.Session()
+        while (i := next(counter)) < args.generations:
+            image = _png(i)
+            while True:  # a full queue answers 429 + Retry-After: come back then
+                start = time.perf_counter()
+                with lock:
+                    out["first"] = out["first"] or start
+                r = http.post(f"{url}/v1/generations",
+                              data={"prompt": "stir the bowl with the spoon",
+                                    "num_steps": str(args.steps), "seed": str(i)},
+                              files={"image": ("ref.png", image, "image/png")}, timeout=60)
+                record("submit", time.perf_counter() - start)
+                if r.status_code == 202:
+                    break
+                bad(r.status_code)
+                if r.status_code not in (429, 503):
+                    record("failed", f"submit {i}: {r.status_code} {r.text[:200]}")
+                    break
+                time.sleep(float(r.headers.get("Retry-After", 1)))
+            if r.status_code != 202:
+                continue
+            job_id, submitted = r.json()["id"], start
+            deadline = time.perf_counter() + 300
+            while True:
+                time.sleep(args.poll)
+                t = time.perf_counter()
+                s = http.get(f"{url}/v1/generations/{job_id}", timeout=60)
+                record("status", time.perf_counter() - t)
+                if s.status_code != 200:
+                    bad(s.status_code)
+                    if time.perf_counter() > deadline:
+                        record("lost", job_id)
+                        break
+                    continue
+                state = s.json()
+                if state["status"] in ("done", "failed"):
+                    now = time.perf_counter()
+                    with lock:
+                        out["last"] = max(out["last"] or now, now)
+                    if state["status"] == "done":
+                        record("done", now - submitted)
+                    else:
+                        record("failed", f"{job_id}: {state['error']}")
+                    break
+                if time.perf_counter() > deadline:
+                    record("lost", job_id)
+                    break
+
+    with ThreadPoolExecutor(args.clients) as pool:
+        list(pool.map(client, range(args.clients)))
+    return out
+
+
+def _wait_healthy(url: str, timeout_s: float = 120) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url}/healthz did not answer 200 in {timeout_s} s")
+
+
+@benchmark("serve", "svimo Serve app over HTTP: throughput and latencies, 1 vs 2 replicas",
+           _serve_arguments)
+def serve_app(args: argparse.Namespace) -> Rows:
+    """Per sampler replica count R (min = max = R, `--replica-cpus` each) on a 2-CPU local
+    Ray: start Serve and the app (svimo-tiny, random weights), run one warm-up generation per
+    replica, then `--clients` HTTP clients share `--generations` generations of `--steps`
+    steps. Throughput is from the first submit to the last completion; completion latency is
+    submit -> the first status poll that sees done (so up to `--poll` s late)."""
+    import logging
+    import tempfile
+
+    import ray
+    import requests
+    from ray import serve
+
+    from hoi.config import StorageConfig, load_config
+    from serve.app import build_app
+    from tests.train.inputs import write_tiny_model
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR,
+             log_to_driver=False)
+    rows: Rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as root:
+        model = write_tiny_model(f"{root}/tiny", StorageConfig())
+        for replicas in (1, 2):
+            cfg = load_config(flavour="svimo-tiny", overrides=[
+                "--serve.model", model, "--serve.results", f"{root}/results-{replicas}",
+                "--serve.min_replicas", str(replicas), "--serve.max_replicas", str(replicas),
+                "--serve.replica_cpus", str(args.replica_cpus),
+                "--serve.max_queued", str(max(args.generations, args.clients)),
+                "--sample.num_steps", str(args.steps)])
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}"
+            start = time.perf_counter()
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            serve.run(build_app(cfg), name="svimo", route_prefix="/")
+            _wait_healthy(url)
+            start_s = time.perf_counter() - start
+            warm = argparse.Namespace(**{**vars(args), "generations": replicas,
+                                         "clients": replicas})
+            _client_load(url, warm)  # first calls of each replica (lazy init, thread pools)
+            load = _client_load(url, args)
+            health = requests.get(f"{url}/healthz", timeout=10).json()
+            serve.delete("svimo")
+            serve.shutdown()
+            seconds = (load["last"] or time.perf_counter()) - load["first"]
+            ms = lambda xs, q: round(1e3 * _percentile(xs, q), 1)  # noqa: E731
+            rows.append({
+                "replicas": replicas, "clients": args.clients,
+                "generations": args.generations, "steps": args.steps,
+                "start_s": round(start_s, 1),
+                "gen_per_min": round(60 * len(load["done"]) / seconds, 1),
+                "submit_p50_ms": ms(load["submit"], 50), "submit_p95_ms": ms(load["submit"], 95),
+                "status_p50_ms": ms(load["status"], 50), "status_p95_ms": ms(load["status"], 95),
+                "status_calls": len(load["status"]),
+                "done_p50_s": round(_percentile(load["done"], 50), 2),
+                "done_p95_s": round(_percentile(load["done"], 95), 2),
+                "done": len(load["done"]), "failed": len(load["failed"]),
+                "lost": len(load["lost"]),
+                "non_2xx": ", ".join(f"{c} x{n}" for c, n in sorted(load["codes"].items()))
+                or "none",
+                "left_queued_running": f"{health['queued']}/{health['running']}"})
+            for problem in load["failed"] + load["lost"]:
+                print(f"serve R={replicas}: {problem}", file=sys.stderr)
+    ray.shutdown()
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch sampling: a plain loop vs hoi.sampling.run (Ray Data) with 1 and 2 sampler actors
+# ---------------------------------------------------------------------------------------------
+
+
+def _sample_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--samples", type=int, default=12, help="requests per run")
+    parser.add_argument("--steps", type=int, default=4, help="denoising steps per sample")
+    parser.add_argument("--default-threads-samples", type=int, default=4,
+                        help="requests (the first ones) of the plain loop with torch's default "
+                             "threads, which can be very slow on a loaded machine")
+
+
+def _done_times(output: str) -> list[float]:
+    """Wall-clock times (time.time) at which each <output>/<id>/result.json was written: a
+    sample is complete when its result.json exists (hoi.outputs)."""
+    from hoi.outputs import RESULT_NAME
+
+    return sorted(p.stat().st_mtime for p in Path(output).glob(f"*/{RESULT_NAME}"))
+
+
+def _sample_row(run: str, n: int, began: float, first_started: float, finished: float,
+                ok: int) -> dict:
+    """began: the run's start; first_started: when its first sample's own work began (after
+    model loading and start-up); finished: the last sample's result.json."""
+    return {"run": run, "samples": n, "ok": ok, "total_s": round(finished - began, 1),
+            "startup_s": round(first_started - began, 1),
+            "samples_per_s": round(n / (finished - began), 3),
+            "samples_per_s_after_startup": round(n / (finished - first_started), 3)}
+
+
+@benchmark("sample", "batch sampling: plain loop vs hoi.sampling.run with 1 and 2 actors",
+           _sample_arguments)
+def sample(args: argparse.Namespace) -> Rows:
+    """The same `--samples` requests (svimo-tiny, random weights, `--steps` steps, one PNG
+    each) sampled (a) in this process, with 1 torch thread and with torch's default (the first
+    `--default-threads-samples` requests only): `SViMoPipeline.from_pretrained`, then pipe(...) + write_generation per request; (b) by `hoi.sampling.run` on a 2-CPU local Ray with
+    sample.concurrency 1 (1 CPU) and 2 (0.5 CPU each). Start-up is everything before the
+    first sample's own work began (model loading; for Ray Data also reading the requests and
+    starting the actors; not ray.init); a sample's own time is its manifest `seconds`. The
+    loop's rows split a sample into pipe(...) (generate_s) and write_generation (write_s)."""
+    import logging
+    import tempfile
+
+    import ray
+
+    from hoi.config import StorageConfig, load_config
+    from hoi.outputs import write_generation
+    from hoi.pipeline import SViMoPipeline
+    from hoi.sampling import MANIFEST_NAME, run
+    from tests.train.inputs import write_tiny_model
+
+    rows: Rows = []
+    storage = StorageConfig()
+    prompts = ["stir the bowl with the spoon", "pour the cup into the bowl",
+               "cut the apple with the knife", "brush the plate with the brush"]
+    with tempfile.TemporaryDirectory(prefix="bench-sample-") as root:
+        model = write_tiny_model(f"{root}/tiny", storage)
+        requests = []
+        for i in range(args.samples):
+            Path(f"{root}/in").mkdir(exist_ok=True)
+            Path(f"{root}/in/{i}.png").write_bytes(_png(i))
+            requests.append({"id": f"r{i:03d}", "image": f"{i}.png",
+                             "prompt": prompts[i % len(prompts)], "seed": i,
+                             "num_steps": args.steps})
+        Path(f"{root}/in/requests.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in requests))
+
+        # (a) one process, no Ray: with 1 torch thread (as Ray gives each actor) and with
+        # torch's default (one per core), which suffers most when other jobs hold the cores
+        default_threads = torch.get_num_threads()
+        for threads in dict.fromkeys((1, default_threads)):
+            torch.set_num_threads(threads)
+            output = f"{root}/loop-{threads}"
+            n = args.samples if threads == 1 else min(args.samples, args.default_threads_samples)
+            began = time.time()
+            pipe = SViMoPipeline.from_pretrained(model, storage)
+            loaded = time.time()
+            split = {"generate_s": 0.0, "write_s": 0.0}
+            for r in requests[:n]:
+                start = time.perf_counter()
+                gen = pipe(Path(f"{root}/in/{r['image']}").read_bytes(), r["prompt"],
+                           num_steps=r["num_steps"], seed=r["seed"])
+                split["generate_s"] += time.perf_counter() - start
+                start = time.perf_counter()
+                write_generation(gen, f"{output}/{r['id']}", storage, extra={"id": r["id"]})
+                split["write_s"] += time.perf_counter() - start
+            finished = max(_done_times(output))
+            rows.append({**_sample_row(f"plain loop, {threads} torch thread(s)", n, began,
+                                       loaded, finished, len(_done_times(output))),
+                         "per_sample_s": round((finished - loaded) / n, 2),
+                         **{k: round(v / n, 2) for k, v in split.items()}})
+            del pipe
+        torch.set_num_threads(default_threads)
+
+        # (b) hoi.sampling.run through Ray Data
+        start = time.time()
+        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR,
+                 log_to_driver=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        rows.append({"run": "ray.init (not in the rows below)",
+                     "total_s": round(time.time() - start, 1)})
+        for concurrency, cpus in ((1, 1.0), (2, 0.5)):
+            output = f"{root}/ray-{concurrency}"
+            cfg = load_config(flavour="svimo-tiny", overrides=[
+                "--sample.model", model, "--sample.input", f"{root}/in/requests.jsonl",
+                "--sample.output", output, "--sample.concurrency", str(concurrency),
+                "--sample.cpus_per_actor", str(cpus), "--sample.num_steps",
+                str(max(args.steps, 1))])
+            began = time.time()
+            summary = run(cfg)
+            manifest = [json.loads(line) for line in
+                        Path(output, MANIFEST_NAME).read_text().splitlines()]
+            times = {e["id"]: Path(output, e["id"], "result.json").stat().st_mtime
+                     for e in manifest if e["status"] == "ok"}
+            first = min(times, key=times.get)
+            seconds = {e["id"]: e["seconds"] for e in manifest if e["status"] == "ok"}
+            first_started = times[first] - seconds[first]
+            rows.append({**_sample_row(
+                f"hoi.sampling.run, {concurrency} actor(s) x {cpus} CPU", args.samples, began,
+                first_started, max(_done_times(output)), summary["ok"]),
+                "per_sample_s": round(statistics.median(seconds.values()), 2)})
+        ray.shutdown()
+    return rows
+
+
 def print_table(rows: Rows) -> None:
     columns = list(dict.fromkeys(k for row in rows for k in row))
     cells = [[str(row.get(c, "")) for c in columns] for row in rows]

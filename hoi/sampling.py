@@ -134,8 +134,8 @@ def _sample(cfg: Config, model_dir: str, requests: list[dict[str, Any]]
     items = [{"request": json.dumps(r)} for r in requests]
     ds = ray.data.from_items(items).map_batches(
         BatchSampler, fn_constructor_kwargs={"cfg": cfg, "model_dir": model_dir}, batch_size=1,
-        concurrency=min(s.concurrency, len(requests)), num_cpus=s.cpus_per_actor,
-        num_gpus=gpus)
+        compute=ray.data.ActorPoolStrategy(size=min(s.concurrency, len(requests))),
+        num_cpus=s.cpus_per_actor, num_gpus=gpus)
     with tqdm(total=len(requests), desc="sampling", unit="sample") as bar:
         for row in ds.iter_rows():
             entry = json.loads(row["entry"])

@@ -211,7 +211,7 @@ class SViMoAPI:
             wait = answer["retry_after_s"]
             return JSONResponse({"detail": f"the queue is full; retry in about {wait} s"},
                                 status_code=429, headers={"Retry-After": str(wait)})
-        self._keep_request(job_id, job, data)
+        await asyncio.to_thread(self._keep_request, job_id, job, data)  # S3 writes block
         task = asyncio.create_task(self._run(job_id, job))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
