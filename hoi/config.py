@@ -435,6 +435,56 @@ class SampleConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """`jobs/evaluate.py`: sample held-out clips with a model and score them."""
+
+    model: str | None = None
+    """What to evaluate, as sample.model; None: <train.storage_path>/<train.run_name>."""
+    shards: str | None = None
+    """Shard root of the held-out clips (local or s3://); None: train.shards."""
+    split: str = "val"
+    """The split evaluated."""
+    limit: int | None = None
+    """Clips evaluated at most (None: all of the split)."""
+    seeds: tuple[int, ...] = (0,)
+    """One sample per clip and seed."""
+    num_steps: int = 50
+    """Denoising steps per sample."""
+    mode: str = "joint"
+    """Sampling mode: joint or video_to_motion (the clip's video given)."""
+    output: str = "outputs/eval"
+    """Where table.md, table.csv, clips.csv and the plots go (local)."""
+    name: str | None = None
+    """The table row's name; None: the model directory's checkpoint name."""
+    dino: str | None = None
+    """A transformers ViTModel directory of DINO ViT-B/16 weights (subject consistency);
+    None: that column is left empty."""
+    clip: str | None = None
+    """A transformers CLIPModel directory (background consistency); None: left empty."""
+    i3d: str | None = None
+    """A TorchScript I3D file (FVD); None: left empty."""
+    motion_autoencoder: str | None = None
+    """The interaction FID's motion autoencoder directory; trained on the train split's motions
+    and saved there when missing; None: <output>/motion_autoencoder."""
+    autoencoder_steps: int = 500
+    """Training steps of the motion autoencoder when it has to be trained (about 0.13 s each
+    on one CPU core at svimo-small)."""
+    concurrency: int = 1
+    """Evaluation actors, each holding one copy of the model."""
+    cpus_per_actor: float = 1.0
+    """CPUs reserved by each evaluation actor."""
+    gpus_per_actor: float | None = None
+    """GPUs of each evaluation actor; None: 1 when the cluster has GPUs, else 0."""
+
+    def __post_init__(self) -> None:
+        _require(self.mode in ("joint", "video_to_motion"),
+                 "evaluate.mode must be joint or video_to_motion")
+        _require(len(self.seeds) >= 1 and self.num_steps >= 1 and self.concurrency >= 1,
+                 "evaluate.seeds must not be empty; num_steps and concurrency >= 1")
+        _require(self.limit is None or self.limit >= 1, "evaluate.limit must be >= 1 (or null)")
+
+
+@dataclass
 class ServeConfig:
     """The `svimo` Ray Serve app (`serve run serve.app:svimo`)."""
 
@@ -511,6 +561,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 

@@ -52,13 +52,16 @@ class Generation:
     """One generated sample.
 
     video: (N, H, W, 3) uint8. joints (N, 42, 3) and points (N, 298, 3, 149 tool then 149
-    target) in metres in the camera frame, and motion_video (N, H, W, 3) uint8 (the motion
-    drawn by Proj): None in video_only mode. K: (3, 3) intrinsics the motion is drawn with."""
+    target) in metres in the camera frame, motion_video (N, H, W, 3) uint8 (that motion drawn
+    by Proj) and stream_motion_video (the DiT's motion stream, decoded by the VAE: what the
+    video model itself "thinks" the motion looks like): None in video_only mode. K: (3, 3)
+    intrinsics the motion is drawn with."""
 
     video: np.ndarray
     joints: np.ndarray | None
     points: np.ndarray | None
     motion_video: np.ndarray | None
+    stream_motion_video: np.ndarray | None
     K: np.ndarray
     fps: float
     prompt: str
@@ -177,14 +180,15 @@ class SViMoPipeline:
         # 4. Pixels and metres.
         out_video = self.vae.decode(sample.video_latent)[0].cpu().numpy()
         if sample.motion is None:
-            return Generation(out_video, None, None, None, K, cfg.data.fps, prompt, mode, seed,
-                              num_steps)
+            return Generation(out_video, None, None, None, None, K, cfg.data.fps, prompt, mode,
+                              seed, num_steps)
         j, p = unpack(denormalize(sample.motion.float(), cfg.vid.coord_center,
                                   cfg.vid.coord_scale))
         eye = torch.eye(3, device=dev)[None]
         drawn = render_motion_video(j, p, K_t, eye, torch.zeros(1, 3, device=dev), h, w)
+        stream = self.vae.decode(sample.motion_latent)[0].cpu().numpy()
         return Generation(out_video, j[0].cpu().numpy(), p[0].cpu().numpy(),
-                          drawn[0].cpu().numpy(), K, cfg.data.fps, prompt, mode, seed,
+                          drawn[0].cpu().numpy(), stream, K, cfg.data.fps, prompt, mode, seed,
                           num_steps)
 
     def _given_motion(self, mode: str, joints: np.ndarray | None, points: np.ndarray | None

@@ -1,0 +1,315 @@
+"""`jobs/evaluate.py`: sample held-out clips with a model and score them with every metric.
+
+1. The interaction FID's motion autoencoder: loaded, or trained once on the train split's
+   motions and saved (`evaluate.motion_autoencoder`).
+2. Ray Data streams the held-out clips (`read_clips`) to an actor pool; each actor holds one
+   `SViMoPipeline` and the feature networks, samples each clip's first frame + prompt once
+   per seed, and scores the sample against the clip (`score`).
+3. The driver averages per clip, computes the set metrics (interaction FID, FVD) and writes
+   `table.md` / `table.csv` (the paper's columns, then ours), `clips.csv` (one row per clip
+   and seed) and `plots.png` to `evaluate.output`. The ground truth's own row is there too:
+   the level of the reference-free metrics on real data.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from hoi.config import Config
+from hoi.data.shards import read_clips
+from hoi.geometry.motion import pack, to_camera, unpack
+from hoi.metrics.autoencoder import MotionAutoencoder, train_motion_autoencoder
+from hoi.metrics.consistency import (
+    contact_stability,
+    hand_object_penetration,
+    video_motion_consistency,
+)
+from hoi.metrics.frechet import frechet_distance_features
+from hoi.metrics.motion import hand_tool_distance, motion_smoothness, mpjpe, object_chamfer
+from hoi.metrics.video import (
+    ClipFeatures,
+    DinoFeatures,
+    TorchScriptI3D,
+    dynamic_degree,
+    psnr,
+    ssim,
+    subject_consistency,
+    temporal_smoothness,
+)
+from hoi.metrics.video import background_consistency as bkg_consistency
+from hoi.metrics.video import overall as overall_score
+from hoi.pipeline import SViMoPipeline, find_model
+from hoi.storage import is_s3
+from hoi.train.local import load_clips
+
+log = logging.getLogger(__name__)
+
+# (column, heading, higher is better, unit/format): the paper's columns (tables 1, 3, 4),
+# then ground-truth-referenced video scores, then the metrics the paper lacks.
+COLUMNS = [
+    ("subj", "Subj.", True, "{:.4f}"), ("bkg", "Bkg.", True, "{:.4f}"),
+    ("tsmoo", "TSmoo.", True, "{:.4f}"), ("dyn", "Dyn.", True, "{:.4f}"),
+    ("overall", "Overall", True, "{:.4f}"),
+    ("mpjpe_mm", "MPJPE (mm)", False, "{:.1f}"), ("msmoo_mm", "MSmoo. (mm)", False, "{:.2f}"),
+    ("chamfer_cm2", "Cham. (cm²)", False, "{:.2f}"), ("fid", "FID", False, "{:.3f}"),
+    ("psnr", "PSNR (dB)", True, "{:.2f}"), ("ssim", "SSIM", True, "{:.4f}"),
+    ("fvd", "FVD", False, "{:.1f}"),
+    ("vmc_hit", "VMC hit", True, "{:.3f}"), ("vmc_px", "VMC px", False, "{:.2f}"),
+    ("pen_mm", "Pen. (mm)", False, "{:.2f}"), ("contact", "Contact", True, "{:.3f}"),
+    ("hand_tool_mm", "Hand-tool (mm)", False, "{:.1f}"),
+]
+
+
+class EvaluateError(RuntimeError):
+    """The evaluation cannot start (no model, no held-out clips)."""
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Evaluate cfg.evaluate.model on the held-out split; Ray must be initialised. Returns the
+    table rows {name: {column: value}} and the output paths."""
+    e = cfg.evaluate
+    shards = e.shards or cfg.train.shards
+    cfg = dataclasses.replace(cfg, evaluate=dataclasses.replace(
+        e, output=os.path.abspath(e.output), shards=_absolute(shards),
+        model=_absolute(cfg.model_path(e.model)),
+        motion_autoencoder=_absolute(e.motion_autoencoder
+                                     or os.path.join(e.output, "motion_autoencoder"))))
+    e = cfg.evaluate
+    try:
+        model_dir = find_model(e.model, cfg.storage)
+        clips = read_clips(e.shards, cfg.storage, split=e.split, num_cpus=0.25)
+    except FileNotFoundError as err:
+        raise EvaluateError(str(err)) from None
+    ensure_motion_autoencoder(cfg)
+    if e.limit is not None:
+        clips = clips.limit(e.limit)
+    gpus = e.gpus_per_actor
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    scored = clips.map_batches(
+        ClipEvaluator, fn_constructor_kwargs={"cfg": cfg, "model_dir": model_dir},
+        batch_size=1, compute=ray.data.ActorPoolStrategy(size=e.concurrency),
+        num_cpus=e.cpus_per_actor, num_gpus=gpus)
+    rows = [json.loads(r["scores"]) for r in scored.iter_rows()]
+    if not rows:
+        raise EvaluateError(f"no {e.split} clips under {e.shards!r}")
+    name = e.name or _model_name(model_dir)
+    table = {name: aggregate([r["sample"] for r in rows]),
+             "ground truth": aggregate([r["truth"] for r in rows])}
+    table[name] |= set_metrics(rows)
+    out = Path(e.output)
+    out.mkdir(parents=True, exist_ok=True)
+    write_tables(table, out)
+    write_clips([r["sample"] | r["ids"] for r in rows], out / "clips.csv")
+    plot(rows, name, out / "plots.png")
+    return {"table": table, "output": str(out), "clips": len(rows)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Per clip, in the actors
+# ---------------------------------------------------------------------------------------------
+
+
+class ClipEvaluator:
+    """A Ray Data actor: clips in, one JSON row of scores per clip and seed out."""
+
+    def __init__(self, cfg: Config, model_dir: str) -> None:
+        e = cfg.evaluate
+        self.cfg = cfg
+        self.pipe = SViMoPipeline.from_pretrained(model_dir, cfg.storage)
+        self.autoencoder = MotionAutoencoder.from_pretrained(e.motion_autoencoder)
+        self.dino = DinoFeatures.from_pretrained(e.dino) if e.dino else None
+        self.clip = ClipFeatures.from_pretrained(e.clip) if e.clip else None
+        self.i3d = TorchScriptI3D(e.i3d) if e.i3d else None
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
+        out = []
+        for i in range(len(batch["clip_id"])):
+            clip = {k: v[i] for k, v in batch.items()}
+            truth = self.truth(clip)
+            for seed in self.cfg.evaluate.seeds:
+                e = self.cfg.evaluate
+                gen = self.pipe(clip["video"][0], str(clip["prompt"]), num_steps=e.num_steps,
+                                seed=seed, mode=e.mode, K=clip["K"],
+                                video=clip["video"] if e.mode == "video_to_motion" else None)
+                out.append(json.dumps(self.score(gen, clip, truth, seed)))
+        return {"scores": out}
+
+    def truth(self, clip: dict[str, Any]) -> dict[str, Any]:
+        """The clip's ground truth in the camera frame, batched (B = 1)."""
+        joints, points = unpack(camera_motion(clip["joints"], clip["points"], clip["R"],
+                                              clip["T"])[None])
+        return {"video": torch.tensor(clip["video"])[None],
+                "motion_video": torch.tensor(clip["motion_video"])[None],
+                "joints": joints, "points": points, "K": torch.tensor(clip["K"])[None]}
+
+    def score(self, gen, clip: dict[str, Any], truth: dict[str, Any], seed: int
+              ) -> dict[str, Any]:
+        """{"ids", "sample": scores vs the truth, "truth": the truth's own reference-free
+        scores, "features": for the set metrics}."""
+        video = torch.tensor(gen.video)[None]
+        joints, points = torch.tensor(gen.joints)[None], torch.tensor(gen.points)[None]
+        stream = torch.tensor(gen.stream_motion_video)[None]
+        t = truth
+        sample = self.video_scores(video) | self.motion_scores(joints, points, stream, t["K"])
+        sample |= {
+            "psnr": psnr(video, t["video"]).item(), "ssim": ssim(video, t["video"]).item(),
+            "mpjpe_mm": 1000 * mpjpe(joints, t["joints"]).item(),
+            "msmoo_mm": 1000 * motion_smoothness(joints, t["joints"]).item(),
+            "chamfer_cm2": 1e4 * object_chamfer(points, t["points"]).item()}
+        reference = (self.video_scores(t["video"])
+                     | self.motion_scores(t["joints"], t["points"], t["motion_video"], t["K"]))
+        features = {"motion": self.autoencoder.encode(pack(joints, points)).tolist(),
+                    "truth_motion": self.autoencoder.encode(
+                        pack(t["joints"], t["points"])).tolist()}
+        if self.i3d is not None:
+            features |= {"video": self.i3d(video).tolist(),
+                         "truth_video": self.i3d(t["video"]).tolist()}
+        ids = {"clip_id": str(clip["clip_id"]), "seed": seed, "action": str(clip["action"]),
+               "tool": str(clip["tool"]), "target": str(clip["target"])}
+        return {"ids": ids, "sample": sample, "truth": reference, "features": features}
+
+    def video_scores(self, video: torch.Tensor) -> dict[str, float]:
+        """Reference-free video metrics of one video (1, N, H, W, 3)."""
+        scores = {"tsmoo": temporal_smoothness(video).item(),
+                  "dyn": dynamic_degree(video, fps=self.cfg.data.fps).item(),
+                  "subj": math.nan, "bkg": math.nan}
+        if self.dino is not None:
+            scores["subj"] = subject_consistency(video, self.dino).item()
+        if self.clip is not None:
+            scores["bkg"] = bkg_consistency(video, self.clip).item()
+        return scores
+
+    @staticmethod
+    def motion_scores(joints: torch.Tensor, points: torch.Tensor, motion_video: torch.Tensor,
+                      K: torch.Tensor) -> dict[str, float]:
+        """Reference-free motion metrics, and the motion against a motion video."""
+        eye, zero = torch.eye(3)[None], torch.zeros(1, 3)
+        vmc = video_motion_consistency(joints, points, K, eye, zero, motion_video)
+        return {"vmc_hit": vmc.hit_rate.item(), "vmc_px": vmc.pixel_error.item(),
+                "pen_mm": 1000 * hand_object_penetration(joints, points).depth.item(),
+                "contact": contact_stability(joints, points).item(),
+                "hand_tool_mm": 1000 * hand_tool_distance(joints, points).item()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Over the set
+# ---------------------------------------------------------------------------------------------
+
+
+def aggregate(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each metric over rows, ignoring NaN (undefined for a clip); Overall as the
+    product of the four VBench means."""
+    names = {k for r in rows for k in r}
+    table = {k: _nanmean([r.get(k, math.nan) for r in rows]) for k in names}
+    table["overall"] = overall_score(table["subj"], table["bkg"], table["tsmoo"], table["dyn"])
+    return table
+
+
+def set_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Interaction FID (and FVD when I3D features exist) of the samples against the truth."""
+    feats = {k: np.array([f for r in rows for f in r["features"][k]])
+             for k in rows[0]["features"]}
+    metrics = {"fid": frechet_distance_features(feats["motion"], feats["truth_motion"])}
+    if "video" in feats:
+        metrics["fvd"] = frechet_distance_features(feats["video"], feats["truth_video"])
+    return metrics
+
+
+def ensure_motion_autoencoder(cfg: Config) -> None:
+    """Train the FID's autoencoder on the train split's camera-frame motions unless it exists."""
+    path = Path(cfg.evaluate.motion_autoencoder)
+    if (path / "config.json").is_file():
+        return
+    clips = load_clips(cfg.evaluate.shards, "train", cfg, cfg.storage)
+    motions = torch.stack([camera_motion(c.joints, c.points, c.R, c.T) for c in clips])
+    log.info("training the interaction-FID motion autoencoder on %d train motions", len(clips))
+    model, losses = train_motion_autoencoder(motions, steps=cfg.evaluate.autoencoder_steps)
+    log.info("motion autoencoder: loss %.4f -> %.4f", losses[0], losses[-1])
+    model.save_pretrained(path)
+
+
+def camera_motion(joints: np.ndarray, points: np.ndarray, R: np.ndarray, T: np.ndarray
+                  ) -> torch.Tensor:
+    """A clip's world-frame joints (N, 42, 3) and points (N, 298, 3) -> camera-frame motion
+    (N, 340, 3), the frame samples are generated in."""
+    motion = pack(torch.tensor(joints), torch.tensor(points))[None]
+    return to_camera(motion, torch.tensor(R)[None], torch.tensor(T)[None])[0]
+
+
+def write_tables(table: dict[str, dict[str, float]], out: Path) -> None:
+    """table.md (arrows say which way is better; empty: not computed) and table.csv."""
+    heads = [f"{head} {'↑' if up else '↓'}" for _, head, up, _ in COLUMNS]
+    lines = ["| model | " + " | ".join(heads) + " |", "|" + " --- |" * (len(COLUMNS) + 1)]
+    for name, values in table.items():
+        cells = [_cell(values.get(key), fmt) for key, _, _, fmt in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    with open(out / "table.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["model", *[key for key, *_ in COLUMNS]])
+        for name, values in table.items():
+            writer.writerow([name, *[values.get(key, "") for key, *_ in COLUMNS]])
+
+
+def write_clips(rows: list[dict[str, Any]], path: Path) -> None:
+    keys = ["clip_id", "seed", "action", "tool", "target",
+            *[k for k, *_ in COLUMNS if k in rows[0]]]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot(rows: list[dict[str, Any]], name: str, path: Path) -> None:
+    """Per-clip MPJPE and PSNR histograms, and the reference-free metrics of the samples
+    next to the ground truth's."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    for ax, key, label in ((axes[0], "mpjpe_mm", "MPJPE (mm)"), (axes[1], "psnr", "PSNR (dB)")):
+        ax.hist([r["sample"][key] for r in rows], bins=min(20, max(3, len(rows))))
+        ax.set(xlabel=label, ylabel="samples", title=f"{label} per sample")
+    keys = ["tsmoo", "dyn", "vmc_hit", "contact"]
+    x = np.arange(len(keys))
+    for offset, (which, label) in zip((-0.2, 0.2), (("sample", name), ("truth", "ground truth")),
+                                      strict=True):
+        values = [_nanmean([r[which][k] for r in rows]) for k in keys]
+        axes[2].bar(x + offset, values, width=0.4, label=label)
+    axes[2].set_xticks(x, keys)
+    axes[2].set(title="reference-free metrics", ylim=(0, 1.05))
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "" if value is None or not math.isfinite(value) else fmt.format(value)
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _model_name(model_dir: str) -> str:
+    parts = model_dir.rstrip("/").split("/")
+    return "/".join(parts[-3:-1]) if parts[-1] == "model" else parts[-1]
+
+
+def _absolute(path: str) -> str:
+    return path if is_s3(path) else os.path.abspath(path)
