@@ -20,7 +20,10 @@ def init_ray(cfg: RayConfig) -> None:
     if ray.is_initialized():
         return
     joining = cfg.address is not None or "RAY_ADDRESS" in os.environ
-    kwargs = {} if joining else {"num_cpus": cfg.num_cpus, "include_dashboard": False}
+    # The dashboard serves the State API, which Ray Train's placement-group cleaner polls (it
+    # logs a warning every few seconds without it) and users watch jobs with; loopback only.
+    kwargs = {} if joining else {"num_cpus": cfg.num_cpus, "include_dashboard": True,
+                                 "dashboard_host": "127.0.0.1"}
     ray.init(address=cfg.address, logging_level=logging.WARNING, log_to_driver=True, **kwargs)
     resources = ray.cluster_resources()
     log.info("Ray: %s, %s CPUs, %s GPUs", "joined cluster" if joining else "local instance",
