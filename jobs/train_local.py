@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         svimo.set_motion_mask(True)
         svimo, vid, more = train_local(cfg, train, vae, text_encoder, steps=args.mask_steps,
                                        batch_size=args.batch_size, lr=args.lr,
-                                       models=(svimo, vid))
+                                       models=(svimo, vid), start_step=args.steps)
         history += more
         svimo.save_pretrained(str(out / "svimo-masked"))
         masked = evaluate(cfg, svimo, vid, vae, text_encoder, val, num_steps=args.sample_steps,

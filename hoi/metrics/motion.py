@@ -75,6 +75,15 @@ def object_chamfer(points: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.stack(per_object).mean(dim=(0, 2))
 
 
+def object_centre_error(points: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Distance between generated and true centroids of each object, averaged over the two
+    objects and the frames: (B, N, 298, 3) x 2 -> (B,) metres. Like the Chamfer distance it
+    ignores the points' order; unlike it, it says how far an object is off, not its shape."""
+    centre = points.unflatten(2, (2, POINTS_PER_OBJECT)).mean(3)
+    true_centre = target.unflatten(2, (2, POINTS_PER_OBJECT)).mean(3)
+    return (centre - true_centre).norm(dim=-1).mean(dim=(1, 2))
+
+
 def interaction_fid(autoencoder: MotionAutoencoder, motions: torch.Tensor,
                     reference: torch.Tensor, batch_size: int = 64) -> float:
     """The paper's HOI "FID": the Fréchet distance between the Gaussians fitted to the motion

@@ -28,7 +28,13 @@ from hoi.diffusion.closed_loop import ClosedLoop
 from hoi.diffusion.conditions import TrainBatch, encode_clips, image_noise_sigma
 from hoi.diffusion.sampler import MODES, Sampler
 from hoi.geometry.motion import denormalize, unpack
-from hoi.metrics.motion import hand_tool_distance, mpjpe, point_error
+from hoi.metrics.motion import (
+    hand_tool_distance,
+    mpjpe,
+    object_centre_error,
+    object_chamfer,
+    point_error,
+)
 from hoi.model.encoders import TextEncoder, VideoVAE
 from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
@@ -57,10 +63,11 @@ def load_clips(root: str, split: str, cfg: Config, storage: StorageConfig | None
 
 def train_local(cfg: Config, clips: list[Clip], vae: VideoVAE, text_encoder: TextEncoder, *,
                 steps: int, batch_size: int = 4, lr: float = 1e-3, seed: int = 0,
-                models: tuple[SViMo, VID] | None = None, progress: bool = True
-                ) -> tuple[SViMo, VID, list[dict[str, float]]]:
+                models: tuple[SViMo, VID] | None = None, start_step: int = 0,
+                progress: bool = True) -> tuple[SViMo, VID, list[dict[str, float]]]:
     """Train SViMo and VID with the closed loop (algorithm 1), from scratch or on from
-    `models`.
+    `models`; `start_step` counts the steps those were trained for, so that a continuation
+    (the masked stage) does not repeat the VID warm-up (`loop.vid_warmup_steps`).
 
     The clips are encoded once up front (latents, text, normalised motion); each step draws
     `batch_size` of them. Returns the networks (eval mode) and per-step loss terms."""
@@ -79,14 +86,14 @@ def train_local(cfg: Config, clips: list[Clip], vae: VideoVAE, text_encoder: Tex
     start = time.perf_counter()
     for step in bar:
         batch = data.select(torch.randint(0, len(data), (batch_size,), generator=g))
-        terms = loop.losses(batch, g, loop.phase(step))
+        terms = loop.losses(batch, g, loop.phase(start_step + step))
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         row = {k: v.item() for k, v in terms.items()} | {
-            "step": step, "grad_norm": grad_norm.item(), "lr": sched.get_last_lr()[0],
+            "step": start_step + step, "grad_norm": grad_norm.item(), "lr": sched.get_last_lr()[0],
             "seconds": time.perf_counter() - start}
         history.append(row)
         bar.set_postfix(loss=f"{row['total']:.3f}", svimo=f"{row.get('svimo', 0):.3f}",
@@ -102,8 +109,10 @@ def evaluate(cfg: Config, svimo: SViMo, vid: VID, vae: VideoVAE, text_encoder: T
     """Sample every clip's (first frame, prompt) in each mode; compare with its ground truth.
 
     Per mode: video PSNR (dB) against the clip's frames, and for modes that output motion:
-    MPJPE and object point error (mm), and the right hand's distance to the tool (mm; the
-    ground truth's own value is reported as `gt_hand_tool_mm`). `reference` holds the same
+    MPJPE, object point error and object centre error (mm), the objects' Chamfer distance
+    (cm², order-free: VID learns the points with a Chamfer loss), and the right hand's distance
+    to the tool (mm; the ground truth's own value is reported as `gt_hand_tool_mm`).
+    `reference` holds the same
     motion errors for a *wrong* clip's ground truth (clips paired off by one), the level a
     motion that ignores its conditions would reach. Previews of the first clip per mode go
     to `out_dir` when given."""
@@ -167,6 +176,8 @@ def _motion_metrics(joints: torch.Tensor, points: torch.Tensor, gt_joints: torch
     mm = lambda x: 1000 * x.mean().item()  # noqa: E731
     return {"mpjpe_mm": mm(mpjpe(joints, gt_joints)),
             "object_point_error_mm": mm(point_error(points, gt_points)),
+            "object_chamfer_cm2": 1e4 * object_chamfer(points, gt_points).mean().item(),
+            "object_centre_mm": mm(object_centre_error(points, gt_points)),
             "hand_tool_mm": mm(hand_tool_distance(joints, points)),
             "gt_hand_tool_mm": mm(hand_tool_distance(gt_joints, gt_points))}
 

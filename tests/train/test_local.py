@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from hoi.config import load_config
 from hoi.data.prepare import run as prepare
+from hoi.metrics.motion import object_centre_error, object_chamfer, point_error
 from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
 from jobs.train_local import main
@@ -30,7 +32,7 @@ def test_train_local_job(tmp_path, ray_local):
     out = tmp_path / "local"
     code = main(["--flavour", "svimo-tiny", "--steps", "4", "--mask-steps", "2",
                  "--batch-size", "2", "--sample-steps", "2", "--eval-clips", "2",
-                 "--out", str(out), "--prepare.output", shards,
+                 "--out", str(out), "--prepare.output", shards, "--loop.vid_warmup_steps", "2",
                  "--encoders.vae", str(codec / "vae"),
                  "--encoders.tokenizer", str(codec / "tokenizer"),
                  "--encoders.text_encoder", str(codec / "text_encoder")])
@@ -44,7 +46,11 @@ def test_train_local_job(tmp_path, ray_local):
     assert metrics["masked_joint"]["video_psnr_db"] == pytest.approx(
         metrics["masked_video_only"]["video_psnr_db"], abs=1e-3)
     history = json.loads((out / "history.json").read_text())
-    assert len(history) == 6 and all("svimo" in h and "vid" in h for h in history)
+    assert [h["step"] for h in history] == list(range(6)) and all("vid" in h for h in history)
+    # VID warms up alone for 2 steps; the masked stage goes on from step 4, without a second
+    # warm-up (regression: it restarted at step 0 and spent its steps on VID alone)
+    assert ["svimo" in h for h in history] == [False, False, True, True, True, True]
+    assert {"object_chamfer_cm2", "object_centre_mm"} <= set(metrics["video_to_motion"])
     assert not SViMo.from_pretrained(str(out / "svimo")).config.model.motion_attention_mask
     assert SViMo.from_pretrained(str(out / "svimo-masked")).config.model.motion_attention_mask
     VID.from_pretrained(str(out / "vid"))
@@ -59,3 +65,19 @@ def test_bad_encoder_path_is_a_clear_error(tmp_path, capsys):
                  "--encoders.text_encoder", str(tmp_path / "none")])
     assert code == 2
     assert "none" in capsys.readouterr().err
+
+
+def test_object_metrics_ignore_point_order_and_measure_offsets():
+    """Points are learned with a Chamfer loss, so their order is free: a permuted object is
+    a perfect object for the Chamfer and centre metrics, not for the per-index error."""
+    points = torch.randn(2, 3, 298, 3, generator=torch.Generator().manual_seed(0)) * 0.05
+    shuffled = torch.cat([points[:, :, :149].flip(2), points[:, :, 149:].roll(7, 2)], dim=2)
+    assert point_error(shuffled, points).min() > 0.01
+    assert object_chamfer(shuffled, points).abs().max() < 1e-6
+    assert object_centre_error(shuffled, points).abs().max() < 1e-6
+    # the tool moved 3 cm and the target not at all: the centre error is their mean, 1.5 cm
+    moved = points.clone()
+    moved[:, :, :149, 0] += 0.03
+    torch.testing.assert_close(object_centre_error(moved, points), torch.full((2,), 0.015))
+    # squared distances: at most (3 cm)^2 each way for the tool, halved over the two objects
+    assert 0.0 < object_chamfer(moved, points).min() <= 0.03 ** 2 + 1e-9
