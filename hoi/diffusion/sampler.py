@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 
-from hoi.config import Config
+from hoi.config import MODE_NAMES, Config
 from hoi.diffusion.conditions import image_condition, render_guidance
 from hoi.diffusion.schedule import Schedule, step
 from hoi.geometry.motion import NUM_ENTITIES
@@ -32,7 +32,7 @@ from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
 
 Mode = Literal["joint", "motion_to_video", "video_to_motion", "video_only"]
-MODES: tuple[Mode, ...] = ("joint", "motion_to_video", "video_to_motion", "video_only")
+MODES = MODE_NAMES  # the config validates sample.mode against the same names
 Progress = Callable[[int, int], None]
 
 
