@@ -11,7 +11,9 @@ Deployments:
 - `Sampler`: one `SViMoPipeline` per replica, one generation at a time; autoscaled between
   serve.min_replicas and serve.max_replicas on ongoing requests (GPU replicas on GPU
   clusters). Writes each generation's files to <serve.results>/<id>/.
-- `JobStore`: job states, queue positions and progress, reachable from every replica.
+- `JobStore`: job states, queue positions and progress, reachable from every replica. A
+  restarted ingress dispatches the store's unfinished jobs again from their stored requests
+  (one ingress replica: with more, each would).
 
 Generation takes minutes at full scale, so a submission answers at once with an id (202);
 clients poll `/v1/generations/{id}`. Bad input is a 4xx that says what to fix; a full queue
@@ -52,7 +54,7 @@ from hoi.pipeline import (
     model_config,
     supported_modes,
 )
-from hoi.storage import is_s3, join, read_bytes, write_bytes, write_text
+from hoi.storage import is_s3, join, read_bytes, read_text, write_bytes, write_text
 from serve.jobs import DONE, JobStore
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,8 @@ FORM_OVERHEAD = 64 * 1024
 SAMPLER_ATTEMPTS = 2
 """A job whose sampler replica dies is run again once, then reported failed."""
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+REQUEST_NAME = "request.json"
+"""Each job's fields, next to its uploaded image and (once done) its results."""
 
 api = FastAPI(title="SViMo", version="0.1.0",
               description="Generate the video and 3D hand-object motion of a prompt from a "
@@ -114,11 +118,12 @@ class Sampler:
         self.cfg, self.store = cfg, store
         self.pipe = SViMoPipeline.from_pretrained(model_dir, cfg.storage)
 
-    def generate(self, job_id: str, request: dict[str, Any]) -> dict[str, Any]:
-        """Run one job (a sync method: Serve runs it in a thread, so the replica keeps
-        answering). {"files": [...]} when done, {"error": reason} for input the model
-        cannot take."""
-        self.store.start.remote(job_id)
+    def generate(self, job_id: str, request: dict[str, Any]) -> None:
+        """Run one job and record how it ended in the store (a sync method: Serve runs it in
+        a thread, so the replica keeps answering; the store calls block in that thread).
+        Recording here rather than in the ingress keeps a finished job finished even when
+        the ingress that dispatched it has gone."""
+        self.store.start.remote(job_id).result()
 
         def progress(step: int, total: int) -> None:
             self.store.progress.remote(job_id, step, total)
@@ -128,10 +133,11 @@ class Sampler:
                             seed=request["seed"], guidance_scale=request["guidance"],
                             mode=request["mode"], progress=progress)
         except InputError as e:
-            return {"error": str(e)}
+            self.store.fail.remote(job_id, str(e)).result()
+            return
         result = write_generation(gen, join(self.cfg.serve.results, job_id), self.cfg.storage,
                                   extra={"id": job_id})
-        return {"files": result["files"]}
+        self.store.finish.remote(job_id, result["files"]).result()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,6 +157,8 @@ class SViMoAPI:
         self.sampler, self.store = sampler, store
         self.tasks: set[asyncio.Task] = set()
         Image.MAX_IMAGE_PIXELS = cfg.serve.max_image_pixels  # PIL refuses far larger at open
+        # Serve runs the constructor on the replica's event loop: recovery starts with it.
+        self.recovery = asyncio.get_running_loop().create_task(self._recover())
 
     # --- pages and facts --------------------------------------------------------------------
 
@@ -212,18 +220,21 @@ class SViMoAPI:
             return JSONResponse({"detail": f"the queue is full; retry in about {wait} s"},
                                 status_code=429, headers={"Retry-After": str(wait)})
         await asyncio.to_thread(self._keep_request, job_id, job, data)  # S3 writes block
-        task = asyncio.create_task(self._run(job_id, job))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self._dispatch(job_id, job)
         return JSONResponse({"id": job_id, "status": "queued", "position": answer["position"]},
                             status_code=202)
 
+    def _dispatch(self, job_id: str, job: dict[str, Any]) -> None:
+        task = asyncio.create_task(self._run(job_id, job))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
     async def _run(self, job_id: str, job: dict[str, Any]) -> None:
-        """Hand the job to a sampler replica (Serve queues it until one is free) and record
-        how it ended; a replica that dies mid-job gets the job again on another."""
+        """Hand the job to a sampler replica (Serve queues it until one is free; the sampler
+        records the outcome); a replica that dies mid-job gets the job again on another."""
         for attempt in range(1, SAMPLER_ATTEMPTS + 1):
             try:
-                answer = await self.sampler.generate.remote(job_id, job)
+                await self.sampler.generate.remote(job_id, job)
             except (ActorDiedError, ActorUnavailableError, RayActorError) as e:
                 if attempt < SAMPLER_ATTEMPTS:
                     log.warning("job %s: sampler replica died (%s); running it again", job_id, e)
@@ -233,12 +244,20 @@ class SViMoAPI:
             except Exception as e:  # noqa: BLE001 (recorded on the job, never lost)
                 log.exception("job %s failed", job_id)
                 await self.store.fail.remote(job_id, f"internal error: {type(e).__name__}: {e}")
-            else:
-                if "error" in answer:
-                    await self.store.fail.remote(job_id, answer["error"])
-                else:
-                    await self.store.finish.remote(job_id, answer["files"])
             return
+
+    async def _recover(self) -> None:
+        """Dispatch again the jobs a previous ingress replica left unfinished (the Serve
+        controller restarts a dead ingress; its dispatch tasks died with it). Their requests
+        are on storage; a job that was in fact still running runs twice, never zero times."""
+        for job_id in await self.store.unfinished.remote():
+            try:
+                job = await asyncio.to_thread(self._load_request, job_id)
+            except (OSError, ValueError) as e:
+                await self.store.fail.remote(job_id, f"its request could not be read back: {e}")
+                continue
+            log.warning("job %s: dispatched again after an ingress restart", job_id)
+            self._dispatch(job_id, job)
 
     # --- status and results -----------------------------------------------------------------
 
@@ -322,9 +341,15 @@ class SViMoAPI:
             suffix = IMAGE_FORMATS[im.format]
         directory = join(self.cfg.serve.results, job_id)
         write_bytes(join(directory, "input" + suffix), data, self.cfg.storage)
-        fields = {k: v for k, v in job.items() if k != "image"}
-        write_text(join(directory, "request.json"), json.dumps(fields, indent=2),
+        fields = {k: v for k, v in job.items() if k != "image"} | {"image": "input" + suffix}
+        write_text(join(directory, REQUEST_NAME), json.dumps(fields, indent=2),
                    self.cfg.storage)
+
+    def _load_request(self, job_id: str) -> dict[str, Any]:
+        """A job as `_keep_request` stored it."""
+        directory = join(self.cfg.serve.results, job_id)
+        job = json.loads(read_text(join(directory, REQUEST_NAME), self.cfg.storage))
+        return job | {"image": read_bytes(join(directory, job["image"]), self.cfg.storage)}
 
 
 

@@ -90,6 +90,10 @@ class JobStore:
             return None
         return {**asdict(job), "position": self._position(job_id)}
 
+    async def unfinished(self) -> list[str]:
+        """Jobs queued or running, oldest first."""
+        return [j.id for j in self._active()]
+
     async def counts(self) -> dict[str, int]:
         statuses = [j.status for j in self.jobs.values()]
         return {s: statuses.count(s) for s in (QUEUED, RUNNING, DONE, FAILED)}

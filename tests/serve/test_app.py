@@ -221,3 +221,34 @@ def test_a_job_whose_sampler_replica_dies_runs_again_and_completes(svimo_url: st
     assert [s["status"] for s in statuses] == ["done"] * 4, statuses
     victim = next(s for s in statuses if s["id"] == running[0]["id"])
     assert victim["attempts"] == 2, victim
+
+
+def get_until_answered(url: str, timeout_s: float = 120) -> dict:
+    """GET through a restarting ingress: the proxy answers 5xx or nothing meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            r = requests.get(url, timeout=10)
+            if r.status_code == 200:
+                return r.json()
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, f"{url} unanswered for {timeout_s} s"
+        time.sleep(0.5)
+
+
+def test_jobs_queued_behind_a_dying_ingress_still_complete(svimo_url: str) -> None:
+    import ray
+
+    drain(svimo_url)
+    ids = [submit(svimo_url, seed=i, num_steps=8).json()["id"] for i in range(6)]
+    (ingress,) = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                  if "#SViMoAPI#" in a["name"]]
+    ray.kill(ray.get_actor(ingress["name"], namespace=ingress["namespace"]), no_restart=False)
+    deadline = time.monotonic() + 240
+    for job_id in ids:
+        while (status := get_until_answered(f"{svimo_url}/v1/generations/{job_id}"))[
+                "status"] not in ("done", "failed"):
+            assert time.monotonic() < deadline, status
+            time.sleep(0.5)
+        assert status["status"] == "done" and "video.mp4" in status["files"], status
