@@ -180,12 +180,15 @@ def test_concurrent_submissions_complete_scale_out_and_overflow_is_refused(svimo
         first = list(pool.map(lambda i: submit(svimo_url, png(seed=i), seed=i, num_steps=8),
                               range(20)))
         assert [r.status_code for r in first] == [202] * 20, [r.text for r in first]
-        # more than the queue holds: the rest is refused with a time to come back
+        # more than the queue holds: what does not fit is refused with a time to come back
+        # (jobs finishing meanwhile free places, so some of these still get in)
         extra = list(pool.map(lambda i: submit(svimo_url, seed=i, num_steps=8),
                               range(MAX_QUEUED)))
+        health = requests.get(f"{svimo_url}/healthz", timeout=10).json()
+    assert health["queued"] + health["running"] <= MAX_QUEUED, health
     refused = [r for r in extra if r.status_code == 429]
     accepted = [r.json()["id"] for r in [*first, *extra] if r.status_code == 202]
-    assert refused and len(accepted) <= MAX_QUEUED, [r.status_code for r in extra]
+    assert refused and {r.status_code for r in extra} <= {202, 429}, [r.text for r in extra]
     assert all(int(r.headers["Retry-After"]) >= 1 for r in refused)
     most = 0
     for job_id in accepted:  # every accepted job ends done, with its files
