@@ -15,6 +15,9 @@ def test_cluster_config_is_valid_for_ray():
     validate_config(prepare_config(config))
     assert config["head_node_type"] in config["available_node_types"]
     assert "RAY_AUTH_MODE" not in CONFIG.read_text()  # authentication stays on in real clusters
+    types = config["available_node_types"]
+    assert {"gpu_worker", "serve_worker"} <= set(types)  # training and serving pools
+    assert sum(t["max_workers"] for t in types.values()) <= config["max_workers"]
 
 
 def test_the_check_catches_a_misspelt_field():
