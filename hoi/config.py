@@ -338,6 +338,9 @@ class TrainConfig:
     """Ray Train workers (one per GPU on GPU clusters)."""
     use_gpu: bool = False
     """One GPU per worker."""
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    """How Ray places the workers on nodes: PACK fills a node's GPUs first (NVLink within a
+    node); STRICT_SPREAD puts each worker on its own node."""
     cpus_per_worker: float = 1.0
     """CPUs reserved per train worker. Leave CPUs for the data pipeline: a 2-core machine
     with 2 workers needs fractions (see ENVIRONMENT.md: the Ray Data deadlock)."""

@@ -43,6 +43,7 @@ from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 
+from cluster.runtime import PROJECT_ROOT
 from hoi.config import Config, ServeConfig, load_config
 from hoi.model.encoders import load_tokenizer
 from hoi.outputs import content_type, write_generation
@@ -364,6 +365,8 @@ def svimo(args: dict[str, str]) -> serve.Application:
     [section.key=value ...]`: a run file (default configs/default.yaml) and overrides."""
     args = dict(args)
     path = args.pop("config", "configs/default.yaml")
+    if not os.path.exists(path) and (PROJECT_ROOT / path).exists():
+        path = str(PROJECT_ROOT / path)  # built on a node whose cwd is not the project's
     flavour = args.pop("flavour", None)
     overrides = [item for key, value in args.items() for item in (f"--{key}", str(value))]
     return build_app(load_config(path, overrides, flavour=flavour))

@@ -150,6 +150,7 @@ def fit(cfg: Config) -> ray.train.Result:
         train_loop_config={"cfg": cfg.to_dict(), "null_text": checked.null_text},
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu,
+            placement_strategy=t.placement_strategy,
             resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}),
         run_config=run_config(cfg),
         datasets=datasets)

@@ -22,6 +22,7 @@ import tempfile
 import time
 from typing import Any
 
+import ray
 import ray.train
 import ray.train.torch
 import torch
@@ -77,6 +78,9 @@ class WorkerRun:
         context = ray.train.get_context()
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
+        # where each rank runs: the worker placement a multi-node user checks first
+        print(f"worker rank {self.rank} of {self.world} on node "
+              f"{ray.get_runtime_context().get_node_id()} ({self.device})", flush=True)
         if self.device.type == "cpu":
             torch.set_num_threads(max(1, int(t.cpus_per_worker)))
         # Ray Train logs every report call of every rank at INFO; the step line says more
