@@ -7,6 +7,8 @@ import yaml
 from jsonschema import ValidationError
 from ray.autoscaler._private.util import prepare_config, validate_config
 
+from hoi.config import load_config
+
 CONFIG = Path(__file__).resolve().parents[2] / "ray_cluster.yaml"
 
 
@@ -25,3 +27,15 @@ def test_the_check_catches_a_misspelt_field():
     config["max_workerz"] = config.pop("max_workers")
     with pytest.raises(ValidationError, match="max_workerz"):
         validate_config(prepare_config(config))
+
+
+def test_the_cloud_run_file_fits_the_gpu_pool():
+    """configs/cloud.yaml is a valid run file whose training workers fill whole GPU nodes."""
+    cfg = load_config(CONFIG.with_name("configs") / "cloud.yaml")
+    gpus_per_node = 8  # p4de.24xlarge, the gpu_worker type
+    assert cfg.flavour == "svimo-5b" and cfg.train.use_gpu
+    assert cfg.train.num_workers % gpus_per_node == 0
+    nodes = cfg.train.num_workers // gpus_per_node
+    types = yaml.safe_load(CONFIG.read_text())["available_node_types"]
+    assert nodes <= types["gpu_worker"]["max_workers"]
+    assert cfg.serve.max_replicas <= types["serve_worker"]["max_workers"]
