@@ -131,12 +131,13 @@ def start(state: str | Path = DEFAULT_STATE, nodes: int = 2, cpus_per_node: floa
     # Unix socket paths are limited to 107 bytes: a short temp dir of its own.
     temp_dir = tempfile.mkdtemp(prefix="svimo-ray-", dir="/tmp")
     gcs_port, dashboard_port = _free_port(), _free_port()
-    common = ["--temp-dir", temp_dir, "--num-cpus", f"{cpus_per_node:g}",
-              "--object-store-memory", str(object_store_mb * 1024 * 1024)]
+    resources = ["--num-cpus", f"{cpus_per_node:g}",
+                 "--object-store-memory", str(object_store_mb * 1024 * 1024)]
     head_log = state / "node-0.log"
     procs = [_ray_start(["--head", "--port", str(gcs_port), "--dashboard-host", "127.0.0.1",
                          "--dashboard-port", str(dashboard_port), "--ray-client-server-port",
-                         str(_free_port()), *common, *_node_ports()], head_log, env)]
+                         str(_free_port()), "--temp-dir", temp_dir, *resources,
+                         *_node_ports()], head_log, env)]
     logs = [head_log]
     address = f"127.0.0.1:{gcs_port}"
     dashboard_url = f"http://127.0.0.1:{dashboard_port}"
@@ -146,8 +147,11 @@ def start(state: str | Path = DEFAULT_STATE, nodes: int = 2, cpus_per_node: floa
         _wait_for_nodes(dashboard_url, 1, procs, logs)
         for index in range(1, nodes):
             logs.append(state / f"node-{index}.log")
-            procs.append(_ray_start(["--address", address, *common, *_node_ports()], logs[-1],
-                                    env))
+            # a temp dir of its own (under the cluster's): nodes sharing one would each tail
+            # the other's worker logs, printing every line twice
+            procs.append(_ray_start(["--address", address, "--temp-dir",
+                                     f"{temp_dir}/node-{index}", *resources, *_node_ports()],
+                                    logs[-1], env))
             cluster.pids.append(procs[-1].pid)
             _write(state, cluster)
         alive = _wait_for_nodes(dashboard_url, nodes, procs, logs)

@@ -18,6 +18,7 @@ resumed run draws what the uninterrupted one would have.
 from __future__ import annotations
 
 import logging
+import sys
 import tempfile
 import time
 from typing import Any
@@ -63,6 +64,12 @@ def _generator(device: torch.device, seed: int, rank: int, step: int, micro: int
     return torch.Generator(device).manual_seed(mixed % (2**63))
 
 
+def _say(line: str) -> None:
+    """One line to the driver's log. Ray Train's patched `print` would send it twice (to the
+    wrapped stdout and to its logger); the process's own stdout is forwarded once."""
+    print(line, file=sys.__stdout__, flush=True)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train's entry point; `config` holds the run config (as a dict) and the null text
     features (the empty prompt's T5 output, computed once on the driver)."""
@@ -79,8 +86,8 @@ class WorkerRun:
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
         # where each rank runs: the worker placement a multi-node user checks first
-        print(f"worker rank {self.rank} of {self.world} on node "
-              f"{ray.get_runtime_context().get_node_id()} ({self.device})", flush=True)
+        _say(f"worker rank {self.rank} of {self.world} on node "
+             f"{ray.get_runtime_context().get_node_id()} ({self.device})")
         if self.device.type == "cpu":
             torch.set_num_threads(max(1, int(t.cpus_per_worker)))
         # Ray Train logs every report call of every rank at INFO; the step line says more
@@ -174,8 +181,7 @@ class WorkerRun:
         metrics = row | {"step": state.step, "stage": stage, "lr": lr,
                          "resumed_from": self.resumed_from}
         if self.rank == 0:
-            print(progress_line(state.step, t.steps, stage, stages, stage_cfg, row, lr),
-                  flush=True)
+            _say(progress_line(state.step, t.steps, stage, stages, stage_cfg, row, lr))
         if not save:
             ray.train.report(metrics)
             return
