@@ -197,10 +197,16 @@ class LoopConfig:
     """w2 on L_VID."""
     vid_warmup_steps: int = 0
     """Steps that train VID alone before the joint phase (5k in the paper)."""
+    vid_warmup_clean: float = 0.5
+    """Share of warm-up clips whose latents reach VID clean (z_0) instead of noised to the
+    motion's t. On noised latents alone VID learns to ignore them (at high t they are noise,
+    at low t the motion itself says more); clean ones are what SViMo's x0 predictions, which
+    VID reads in the joint phase and at sampling, converge to."""
 
     def __post_init__(self) -> None:
         _require(self.svimo_weight >= 0 and self.vid_weight >= 0, "loop weights must be >= 0")
         _require(self.vid_warmup_steps >= 0, "loop.vid_warmup_steps must be >= 0")
+        _require(0.0 <= self.vid_warmup_clean <= 1.0, "loop.vid_warmup_clean must be in [0, 1]")
 
 
 @dataclass

@@ -11,7 +11,9 @@ Variants (the paper's ablations, `loop.variant`):
   (z_t^V, z_t^M) and its loss never reaches SViMo;
 - "gradient_only": no guidance (zeros in the slot); VID reads SViMo's x0 predictions;
 - "no_vid": SViMo alone with an empty guidance slot.
-The warm-up phase trains VID alone on the noisy latents (its equation 6 as written).
+The warm-up phase trains VID alone on the latents noised to the motion's t (its equation 6
+as written) or, for a `loop.vid_warmup_clean` share of the clips, on the clean latents that
+SViMo's x0 predictions stand for in the joint phase.
 """
 
 from __future__ import annotations
@@ -69,7 +71,13 @@ class ClosedLoop:
         motion_t = schedule.add_noise(batch.motion, noise["motion"], t)
 
         if phase == "warmup":
-            terms = _prefixed(vid_loss(self.vid(motion_t, z_v, z_m, t), batch.motion), "vid")
+            clean = torch.rand(B, generator=generator, device=generator.device).to(device) \
+                < loop.vid_warmup_clean
+            z_v_vid, z_m_vid = (torch.where(clean[:, None, None, None, None], x0, x_t)
+                                for x0, x_t in ((batch.video_latent, z_v),
+                                                (batch.motion_latent, z_m)))
+            terms = _prefixed(vid_loss(self.vid(motion_t, z_v_vid, z_m_vid, t), batch.motion),
+                              "vid")
             terms["total"] = terms["vid"]
             return terms
 

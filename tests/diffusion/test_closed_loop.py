@@ -91,6 +91,23 @@ def test_warmup_trains_vid_alone(batch):
     assert _grads(terms["total"], parts.svimo) == 0 and _grads(terms["total"], parts.vid) > 0
 
 
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_warmup_feeds_vid_the_clean_latents_of_its_share_of_clips(batch, share):
+    loop, parts = _loop("full", **{"loop.vid_warmup_clean": share})
+    seen = []
+    parts.vid.register_forward_pre_hook(lambda module, args: seen.append(args[1:3]))
+    four = batch.select(torch.tensor([0, 1, 0, 1]))
+    clean = []
+    for seed in range(8):
+        loop.losses(four, torch.Generator().manual_seed(seed), phase="warmup")
+        video, motion = seen[-1]
+        same_v = (video == four.video_latent).flatten(1).all(1)
+        same_m = (motion == four.motion_latent).flatten(1).all(1)
+        assert torch.equal(same_v, same_m)  # both streams of a clip, or neither
+        clean += same_v.tolist()
+    assert sum(clean) / len(clean) == pytest.approx(share, abs=0.2)
+
+
 def test_condition_dropout():
     text, image = torch.ones(64, 8, 32), torch.ones(64, 1, 16, 4, 6)
     null = torch.full((1, 8, 32), -1.0)
