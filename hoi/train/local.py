@@ -80,7 +80,11 @@ def train_local(cfg: Config, clips: list[Clip], vae: VideoVAE, text_encoder: Tex
     loop = ClosedLoop(cfg, svimo, vid, vae, text_encoder.encode([""]))
     params = [*svimo.parameters(), *vid.parameters()]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, steps, warmup=20))
+    # VID's warm-up at the peak rate; the joint phase then gets the whole cosine schedule,
+    # so that SViMo does not start its training at a rate the warm-up already decayed
+    warmup = max(0, min(steps, cfg.loop.vid_warmup_steps - start_step))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 1.0 if s < warmup else _cosine(s - warmup, steps - warmup, warmup=20))
     history = []
     bar = tqdm(range(steps), desc="closed-loop training", disable=not progress)
     start = time.perf_counter()
