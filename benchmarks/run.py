@@ -481,20 +481,6 @@ def _client_load(url: str, args: argparse.Namespace) -> dict:
     return out
 
 
-def _wait_healthy(url: str, timeout_s: float = 120) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url}/healthz did not answer 200 in {timeout_s} s")
-
-
 @benchmark("serve", "svimo Serve app over HTTP: throughput and latencies, 1 vs 2 replicas",
            _serve_arguments)
 def serve_app(args: argparse.Namespace) -> Rows:
@@ -512,6 +498,7 @@ def serve_app(args: argparse.Namespace) -> Rows:
 
     from hoi.config import StorageConfig, load_config
     from serve.app import build_app
+    from serve.health import wait_healthy
     from tests.train.inputs import write_tiny_model
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR,
@@ -531,7 +518,7 @@ def serve_app(args: argparse.Namespace) -> Rows:
             start = time.perf_counter()
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             serve.run(build_app(cfg), name="svimo", route_prefix="/")
-            _wait_healthy(url)
+            wait_healthy(url, timeout_s=120)
             start_s = time.perf_counter() - start
             warm = argparse.Namespace(**{**vars(args), "generations": replicas,
                                          "clients": replicas})

@@ -30,6 +30,7 @@ from ray.job_submission import JobSubmissionClient
 
 from cluster import local
 from hoi.storage import list_files, read_text
+from serve.health import wait_healthy
 from tests.conftest import S3Server
 from tests.train.inputs import write_tiny_codec
 
@@ -83,19 +84,6 @@ def _serve(cluster: local.LocalCluster, config: dict, log: Path) -> subprocess.P
                             cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
                             start_new_session=True)
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, f"no /healthz in {timeout_s} s:\n{log.read_text()}"
-        try:
-            if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(1)
 
 
 def _generate(url: str, prompt: str) -> dict:
@@ -166,7 +154,7 @@ def test_prepare_train_serve_and_sample_across_two_nodes_on_s3(
         serve_log)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, serve_log)
+        wait_healthy(url, 180, proc, serve_log)
         state = _generate(url, "stir the bowl with the spoon")
         assert state["status"] == "done", state
         video = requests.get(f"{url}{state['files']['video.mp4']}", timeout=30)

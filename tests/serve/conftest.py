@@ -8,15 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
 from hoi.config import StorageConfig
+from serve.health import wait_healthy
 from tests.train.inputs import write_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,16 +70,7 @@ def svimo_url(ray_local: None, tiny_model: str, tmp_path_factory: pytest.TempPat
         start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, (root / "serve.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the app did not answer /healthz in 180 s"
-            try:
-                if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(1)
+        wait_healthy(url, 180, proc, root / "serve.log")
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # `serve run` then deletes the app and Serve
