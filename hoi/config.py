@@ -188,9 +188,13 @@ class DiffusionConfig:
 class LoopConfig:
     """The closed loop between SViMo and VID (paper section 3.5, algorithm 1)."""
 
-    variant: Literal["full", "no_vid", "guidance_only", "gradient_only"] = "full"
+    variant: Literal["full", "no_vid", "guidance_only", "gradient_only", "video_model",
+                     "motion_model"] = "full"
     """Ablations of table 3: both pathways, no VID, interaction guidance only, gradient
-    constraint only."""
+    constraint only; and the two halves of "VModel w/ Pred. Mot.": a video model (video loss
+    only, the ground-truth motion latent in the guidance slot) and a motion model (motion loss
+    only, the video stream pure noise, so that it sees the reference image but no video).
+    VID trains in every variant's warm-up; it reads the final latents for the 3D motion."""
     svimo_weight: float = 1.0
     """w1 on L_SViMo."""
     vid_weight: float = 0.05
@@ -280,6 +284,11 @@ class PrepareConfig:
     """Training clips to generate (synthetic)."""
     num_val: int = 8
     """Validation clips to generate (synthetic), from seeds disjoint from training."""
+    holdout: str | None = None
+    """An "<action>:<target>" combination (e.g. "scoop:cup") kept out of train and val, for a
+    generalisation test (synthetic); None: every combination may appear."""
+    num_heldout: int = 0
+    """Clips of the held-out combination to generate into the "heldout" split (synthetic)."""
     clips_per_shard: int = 8
     """Rows per Parquet shard; a shard is the unit of work and of resumption."""
     seed: int = 0
@@ -292,7 +301,14 @@ class PrepareConfig:
     """Parallel render tasks; None lets Ray Data decide from the cluster's CPUs."""
 
     def __post_init__(self) -> None:
-        _require(self.num_train >= 0 and self.num_val >= 0, "prepare.num_train/num_val must be >= 0")
+        _require(self.num_train >= 0 and self.num_val >= 0 and self.num_heldout >= 0,
+                 "prepare.num_train/num_val/num_heldout must be >= 0")
+        _require(not self.num_heldout or self.holdout is not None,
+                 "prepare.num_heldout needs prepare.holdout (an \"<action>:<target>\")")
+        if self.holdout is not None:
+            from hoi.data.synthetic import check_holdout
+
+            check_holdout(self.holdout)
         _require(self.clips_per_shard >= 1, "prepare.clips_per_shard must be at least 1")
         _require(self.num_preview >= 0, "prepare.num_preview must be >= 0")
         _require(self.concurrency is None or self.concurrency >= 1,

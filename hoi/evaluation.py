@@ -71,6 +71,12 @@ COLUMNS = [
 ]
 
 
+READ_CPUS = 0.25
+"""CPUs of each task that reads held-out clips."""
+TRUTH = "ground truth"
+"""The table row of the held-out clips' own reference-free scores."""
+
+
 class EvaluateError(RuntimeError):
     """The evaluation cannot start (no model, no held-out clips)."""
 
@@ -86,9 +92,16 @@ def run(cfg: Config) -> dict[str, Any]:
         motion_autoencoder=_absolute(e.motion_autoencoder
                                      or os.path.join(e.output, "motion_autoencoder"))))
     e = cfg.evaluate
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if e.concurrency * e.cpus_per_actor + READ_CPUS > cpus:
+        raise EvaluateError(
+            f"{e.concurrency} evaluation actors x {e.cpus_per_actor:g} CPUs leave less than "
+            f"{READ_CPUS} of the cluster's {cpus:g} CPUs to read the clips with (the actors "
+            f"would wait for them forever): lower evaluate.concurrency or "
+            f"evaluate.cpus_per_actor")
     try:
         model_dir = find_model(e.model, cfg.storage)
-        clips = read_clips(e.shards, cfg.storage, split=e.split, num_cpus=0.25)
+        clips = read_clips(e.shards, cfg.storage, split=e.split, num_cpus=READ_CPUS)
     except FileNotFoundError as err:
         raise EvaluateError(str(err)) from None
     ensure_motion_autoencoder(cfg)
@@ -106,7 +119,7 @@ def run(cfg: Config) -> dict[str, Any]:
         raise EvaluateError(f"no {e.split} clips under {e.shards!r}")
     name = e.name or _model_name(model_dir)
     table = {name: aggregate([r["sample"] for r in rows]),
-             "ground truth": aggregate([r["truth"] for r in rows])}
+             TRUTH: aggregate([r["truth"] for r in rows])}
     table[name] |= set_metrics(rows)
     out = Path(e.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -221,6 +234,9 @@ def set_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
     """Interaction FID (and FVD when I3D features exist) of the samples against the truth."""
     feats = {k: np.array([f for r in rows for f in r["features"][k]])
              for k in rows[0]["features"]}
+    if len(rows) < 2:
+        log.warning("FID and FVD need two or more samples, there is %d: left empty", len(rows))
+        return {}
     metrics = {"fid": frechet_distance_features(feats["motion"], feats["truth_motion"])}
     if "video" in feats:
         metrics["fvd"] = frechet_distance_features(feats["video"], feats["truth_video"])
@@ -286,7 +302,7 @@ def plot(rows: list[dict[str, Any]], name: str, path: Path) -> None:
         ax.set(xlabel=label, ylabel="samples", title=f"{label} per sample")
     keys = ["tsmoo", "dyn", "vmc_hit", "contact"]
     x = np.arange(len(keys))
-    for offset, (which, label) in zip((-0.2, 0.2), (("sample", name), ("truth", "ground truth")),
+    for offset, (which, label) in zip((-0.2, 0.2), (("sample", name), ("truth", TRUTH)),
                                       strict=True):
         values = [_nanmean([r[which][k] for r in rows]) for k in keys]
         axes[2].bar(x + offset, values, width=0.4, label=label)

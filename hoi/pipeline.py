@@ -24,10 +24,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from transformers import PreTrainedTokenizerBase
 
-from hoi.config import MODE_NAMES, Config, StorageConfig, from_dict
+from hoi.config import Config, StorageConfig, from_dict
 from hoi.data.codec import decode_mp4
 from hoi.diffusion.conditions import image_noise_sigma
-from hoi.diffusion.sampler import Sampler
+from hoi.diffusion.sampler import Sampler, supported_modes
 from hoi.geometry.camera import intrinsics
 from hoi.geometry.motion import NUM_JOINTS, NUM_POINTS, denormalize, normalize, pack, unpack
 from hoi.model.encoders import TextEncoder, VideoVAE, count_tokens, load_encoders
@@ -74,10 +74,15 @@ class SViMoPipeline:
     """SViMo + VID + the frozen VAE and T5, sampling with the closed loop (algorithm 2)."""
 
     def __init__(self, svimo: SViMo, vid: VID, vae: VideoVAE, text_encoder: TextEncoder,
-                 *, source: str = "") -> None:
+                 *, source: str = "", motion_svimo: SViMo | None = None) -> None:
+        """motion_svimo: a separate motion model ("motion_model") whose motion latent guides
+        `svimo`, a video model ("video_model"), in joint mode: the paper's "VModel w/ Pred.
+        Mot." baseline."""
         self.cfg: Config = svimo.config
         self.svimo, self.vid, self.vae, self.text_encoder = svimo, vid, vae, text_encoder
         self.sampler = Sampler(self.cfg, svimo, vid, vae)
+        self.motion_sampler = (None if motion_svimo is None
+                               else Sampler(motion_svimo.config, motion_svimo, vid, vae))
         self.null_text = text_encoder.encode([""])
         self.source = source
 
@@ -103,13 +108,16 @@ class SViMoPipeline:
                                       dtype=dtype)
         vid = VID.from_pretrained(join(model_dir, meta["vid"]), storage, device=device,
                                   dtype=dtype)
+        motion_svimo = (SViMo.from_pretrained(join(model_dir, meta["motion_svimo"]), storage,
+                                              device=device, dtype=dtype)
+                        if meta.get("motion_svimo") else None)
         chosen = {"vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer}
         encoders = dataclasses.replace(
             svimo.config.encoders, **{k: v for k, v in chosen.items() if v is not None})
         cfg = dataclasses.replace(svimo.config, encoders=encoders, storage=storage)
         video_vae, text = load_encoders(cfg, device=device, dtype=dtype)
         log.info("loaded %s (step %s) on %s", model_dir, meta.get("step"), device)
-        return cls(svimo, vid, video_vae, text, source=model_dir)
+        return cls(svimo, vid, video_vae, text, source=model_dir, motion_svimo=motion_svimo)
 
     # --- what a request may contain -------------------------------------------------------------
 
@@ -121,8 +129,9 @@ class SViMoPipeline:
 
     @property
     def modes(self) -> tuple[str, ...]:
-        """Sampling modes this model supports (see `supported_modes`)."""
-        return supported_modes(self.cfg)
+        """Sampling modes this model supports (see `supported_modes`); with a separate motion
+        model also joint."""
+        return pipeline_modes(self.cfg, paired=self.motion_sampler is not None)
 
 
     # --- sampling -------------------------------------------------------------------------------
@@ -171,11 +180,19 @@ class SViMoPipeline:
         sigma = image_noise_sigma(cfg, 1, training=False)
         image_latent = self.vae.encode_image(torch.tensor(frame)[None], sigma, generator)
 
-        # 3. The closed loop.
-        sample = self.sampler(image_latent, text, K_t, generator=generator, mode=mode,
-                              null_text=self.null_text, guidance_scale=guidance_scale,
-                              num_steps=num_steps, motion=motion, video_latent=video_latent,
-                              progress=progress)
+        # 3. The closed loop; with a separate motion model, first its motion, then the video
+        #    model from that motion (VID lifts the pair to 3D).
+        common = {"generator": generator, "null_text": self.null_text,
+                  "guidance_scale": guidance_scale, "num_steps": num_steps}
+        loop_mode, motion_latent = mode, None
+        if mode == "joint" and self.motion_sampler is not None:
+            first = self.motion_sampler(image_latent, text, K_t, mode="joint",
+                                        progress=_share(progress, 0, 2), **common)
+            loop_mode, motion_latent = "motion_to_video", first.motion_latent
+            progress = _share(progress, 1, 2)
+        sample = self.sampler(image_latent, text, K_t, mode=loop_mode, motion=motion,
+                              motion_latent=motion_latent, video_latent=video_latent,
+                              progress=progress, **common)
 
         # 4. Pixels and metres.
         out_video = self.vae.decode(sample.video_latent)[0].cpu().numpy()
@@ -226,15 +243,29 @@ class SViMoPipeline:
         return self.vae.encode(torch.tensor(frames)[None])
 
 
+def _share(progress: Progress | None, part: int, parts: int) -> Progress | None:
+    """Progress of one of `parts` equal sampling passes reported as one count."""
+    if progress is None:
+        return None
+    return lambda i, total: progress(part * total + i, parts * total)
+
+
 # ---------------------------------------------------------------------------------------------
 # Where the weights are
 # ---------------------------------------------------------------------------------------------
 
 
-def supported_modes(cfg: Config) -> tuple[str, ...]:
-    """All modes, but video_only only for a model trained with the asymmetric motion mask."""
-    masked = cfg.model.motion_attention_mask
-    return tuple(m for m in MODE_NAMES if m != "video_only" or masked)
+def pipeline_modes(cfg: Config, paired: bool) -> tuple[str, ...]:
+    """The modes of a pipeline whose (video) model was trained with cfg; `paired`: with a
+    separate motion model, which adds joint."""
+    own = supported_modes(cfg)
+    return ("joint", *own) if paired and "joint" not in own else own
+
+
+def model_modes(model_dir: str, storage: StorageConfig) -> tuple[str, ...]:
+    """The modes of an exported model directory, without loading any weights."""
+    meta = json.loads(read_text(join(model_dir, PIPELINE_NAME), storage))
+    return pipeline_modes(model_config(model_dir, storage), bool(meta.get("motion_svimo")))
 
 
 def model_config(model_dir: str, storage: StorageConfig) -> Config:

@@ -53,7 +53,7 @@ from hoi.pipeline import (
     check_prompt,
     find_model,
     model_config,
-    supported_modes,
+    model_modes,
 )
 from hoi.storage import is_s3, join, read_bytes, read_text, write_bytes, write_text
 from serve.jobs import DONE, JobStore
@@ -154,7 +154,7 @@ class SViMoAPI:
         self.cfg, self.model_dir = cfg, model_dir
         self.model_cfg = model_config(model_dir, cfg.storage)
         self.tokenizer = load_tokenizer(self.model_cfg.encoders.tokenizer, cfg.storage)
-        self.modes = [m for m in supported_modes(self.model_cfg) if m in HTTP_MODES]
+        self.modes = [m for m in model_modes(model_dir, cfg.storage) if m in HTTP_MODES]
         self.sampler, self.store = sampler, store
         self.tasks: set[asyncio.Task] = set()
         Image.MAX_IMAGE_PIXELS = cfg.serve.max_image_pixels  # PIL refuses far larger at open

@@ -58,3 +58,10 @@ def test_evaluate_writes_the_table(ray_local: None, tmp_path: Path, capsys) -> N
     assert "| tiny |" in (out / "table.md").read_text()
     assert f"{len(clips)} samples" in capsys.readouterr().out
     assert TRAIN_CLIPS >= 3
+
+
+def test_actors_that_would_starve_the_reads_are_refused(ray_local: None, capsys) -> None:
+    # two 1-CPU actors on the 2-CPU test cluster leave nothing to read the clips with
+    assert main(["--flavour", "svimo-tiny", "--evaluate.concurrency", "2",
+                 "--evaluate.cpus_per_actor", "1"]) == 2
+    assert "lower evaluate.concurrency or evaluate.cpus_per_actor" in capsys.readouterr().err

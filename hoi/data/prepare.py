@@ -27,7 +27,7 @@ from hoi.config import Config, DataConfig
 from hoi.data import shards
 from hoi.data.clip import Clip
 from hoi.data.schema import SCHEMA_VERSION, clip_to_row, row_to_clip
-from hoi.data.synthetic import Look, clip_seed, generate_clip
+from hoi.data.synthetic import HELDOUT_SPLIT, Look, clip_seed, split_clip
 from hoi.render.export import write_preview
 from hoi.render.motion_video import render_motion_video
 from hoi.render.rgb import render_rgb
@@ -68,7 +68,8 @@ def plan(cfg: Config) -> list[ShardTask]:
     p = cfg.prepare
     tasks = []
     if p.source == "synthetic":
-        for split, count in (("train", p.num_train), ("val", p.num_val)):
+        for split, count in (("train", p.num_train), ("val", p.num_val),
+                             (HELDOUT_SPLIT, p.num_heldout)):
             for index, first in enumerate(range(0, count, p.clips_per_shard)):
                 clips = tuple(range(first, min(first + p.clips_per_shard, count)))
                 tasks.append(ShardTask(split, index, shards.shard_path(p.output, split, index),
@@ -92,8 +93,10 @@ def fingerprint(cfg: Config) -> dict[str, Any]:
 
     Clip counts are left out: more clips only add shards (a grown last shard is rebuilt)."""
     p = dataclasses.asdict(cfg.prepare)
-    for key in ("output", "num_train", "num_val", "num_preview", "concurrency"):
+    for key in ("output", "num_train", "num_val", "num_heldout", "num_preview", "concurrency"):
         p.pop(key)
+    if p["holdout"] is None:  # absent when unset: shards made before the field still match
+        p.pop("holdout")
     return {"data": dataclasses.asdict(cfg.data), "prepare": p, "schema_version": SCHEMA_VERSION}
 
 
@@ -138,8 +141,7 @@ def render_synthetic(clips: list[Clip], looks: list[Look], data: DataConfig) -> 
 def synthetic_clips(task: ShardTask, cfg: Config) -> list[Clip]:
     clips, looks = [], []
     for i in task.clips:
-        seed = clip_seed(cfg.prepare.seed, task.split, i)
-        clip, look = generate_clip(seed, cfg.data, task.split, clip_id=f"{task.split}-{i:06d}")
+        clip, look = split_clip(cfg.prepare.seed, task.split, i, cfg.data, cfg.prepare.holdout)
         clips.append(clip)
         looks.append(look)
     render_synthetic(clips, looks, cfg.data)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hoi.config import DataConfig
+from hoi.config import ConfigError, DataConfig
 from hoi.data.clip import Clip
 from hoi.data.shapes import (
     TARGET_COLOURS,
@@ -290,6 +290,42 @@ class Look:
     wall_rgb: np.ndarray
     table_pattern: int
     num_tool_surfels: int
+
+
+HELDOUT_SPLIT = "heldout"
+"""The split of `prepare.holdout`'s combination."""
+
+
+def check_holdout(holdout: str) -> tuple[str, str]:
+    """"<action>:<target>" -> (action, target), or a ConfigError naming the valid choices."""
+    action, _, target = holdout.partition(":")
+    if action not in ACTIONS:
+        raise ConfigError(f"prepare.holdout {holdout!r}: the action must be one of "
+                          f"{sorted(ACTIONS)}, as in \"scoop:cup\"")
+    if target not in ACTIONS[action][1]:
+        raise ConfigError(f"prepare.holdout {holdout!r}: {action!r} applies to "
+                          f"{list(ACTIONS[action][1])}, not {target!r}")
+    return action, target
+
+
+def split_clip(base_seed: int, split: str, index: int, data: DataConfig,
+               holdout: str | None = None) -> tuple[Clip, Look]:
+    """Clip `index` of a split. With a held-out "<action>:<target>", the heldout split pins it
+    and the other splits redraw from derived seeds until they avoid it (the clip keeps its
+    first seed when it already does, so the rest of the split is the same as without)."""
+    clip_id = f"{split}-{index:06d}"
+    if holdout is None:
+        return generate_clip(clip_seed(base_seed, split, index), data, split, clip_id)
+    action, target = check_holdout(holdout)
+    if split == HELDOUT_SPLIT:
+        return generate_clip(clip_seed(base_seed, split, index), data, split, clip_id,
+                             action=action, target=target)
+    for attempt in range(1000):
+        key = index if attempt == 0 else f"{index}.{attempt}"
+        clip, look = generate_clip(clip_seed(base_seed, split, key), data, split, clip_id)
+        if (clip.action, clip.target) != (action, target):
+            return clip, look
+    raise RuntimeError(f"no clip avoids {holdout!r} in 1000 seeds")  # p < 1e-30
 
 
 def clip_seed(base_seed: int, split: str, index: int | str) -> int:

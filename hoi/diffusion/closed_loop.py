@@ -10,7 +10,14 @@ Variants (the paper's ablations, `loop.variant`):
 - "guidance_only": VID's guidance feeds SViMo, but VID learns from the noisy latents
   (z_t^V, z_t^M) and its loss never reaches SViMo;
 - "gradient_only": no guidance (zeros in the slot); VID reads SViMo's x0 predictions;
-- "no_vid": SViMo alone with an empty guidance slot.
+- "no_vid": SViMo alone with an empty guidance slot;
+- "video_model" / "motion_model": the separate models of "VModel w/ Pred. Mot.": video loss
+  only with the ground-truth motion latent as guidance (the motion stream held to it, as
+  motion_to_video sampling does), and motion loss only with pure noise in the video stream
+  (the reference image still reaches it through the video tokens' channel concatenation).
+VID reads SViMo's predictions only in "full" and "gradient_only"; elsewhere it learns in the
+warm-up alone (and in "guidance_only" from the noisy latents), and at sampling it lifts the
+final latents to the 3D motion.
 The warm-up phase trains VID alone on the latents noised to the motion's t (its equation 6
 as written) or, for a `loop.vid_warmup_clean` share of the clips, on the clean latents that
 SViMo's x0 predictions stand for in the joint phase.
@@ -91,8 +98,12 @@ class ClosedLoop:
             with torch.no_grad():
                 guidance = render_guidance(self.vid(motion_t, z_v, z_m, t), batch.K,
                                            self.vae, cfg)
+        elif loop.variant == "video_model":
+            guidance = batch.motion_latent
         else:
             guidance = torch.zeros_like(z_m)
+        if loop.variant == "motion_model":
+            z_v = noise["video"]
 
         # 3. SViMo on (z_t^V + z_I, z_t^M + z~_0^M, P, t), conditions dropped for CFG.
         text, image = drop_conditions(batch.text, batch.image_latent, self.null_text,
@@ -103,7 +114,8 @@ class ClosedLoop:
         x0_m = schedule.x0_from(pred_m, z_m, t, cfg.diffusion.prediction)
         terms = _prefixed(svimo_loss(x0_v, batch.video_latent, x0_m, batch.motion_latent),
                           "svimo")
-        total = loop.svimo_weight * terms["svimo"]
+        trained = {"video_model": "svimo_video", "motion_model": "svimo_motion"}
+        total = loop.svimo_weight * terms[trained.get(loop.variant, "svimo")]
 
         # 4. VID's loss: through SViMo's x0 predictions (gradient constraint) or not at all.
         if loop.variant in ("full", "gradient_only"):

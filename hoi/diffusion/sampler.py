@@ -13,6 +13,10 @@ Modes:
   the asymmetric motion mask (`model.motion_attention_mask`), CoInteract's fast mode.
 A "held" variable is replaced at every step by its known x0 (and its x_t by the forward
 process of that x0), so the other variables are denoised against it.
+
+A model samples the way its `loop.variant` trained it: VID's guidance only where it was
+trained with it (zeros otherwise), a video model ("video_model") only from a given motion,
+and a motion model ("motion_model") with its video stream left at the initial noise.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from hoi.model.vid import VID
 
 Mode = Literal["joint", "motion_to_video", "video_to_motion", "video_only"]
 MODES = MODE_NAMES  # the config validates sample.mode against the same names
+GUIDED_VARIANTS = ("full", "guidance_only")
+"""Variants trained with VID's interaction guidance in the slot (the others saw zeros)."""
 Progress = Callable[[int, int], None]
 
 
@@ -80,6 +86,7 @@ class Sampler:
         scale = cfg.diffusion.guidance_scale if guidance_scale is None else guidance_scale
         if scale > 1 and null_text is None:
             raise ValueError("classifier-free guidance (guidance_scale > 1) needs null_text")
+        variant = self.svimo.config.loop.variant
         known_motion, known_m_lat, known_v_lat = _given(mode, motion, motion_latent,
                                                         video_latent, self.svimo.config)
         if known_motion is not None and known_m_lat is None:
@@ -112,15 +119,18 @@ class Sampler:
             # 3a. interaction guidance: the given motion, or VID -> Proj -> VAE
             if known_m_lat is not None:
                 guidance = known_m_lat
-            else:
+            elif variant in GUIDED_VARIANTS:
                 guidance = render_guidance(self.vid(x_h, z_v, z_m, t), K, self.vae, cfg)
+            else:
+                guidance = torch.zeros_like(z_m)
             # 3b. SViMo, then VID on its predictions
             x0_v, x0_m = self._svimo(z_v, image, text, t, z_m, guidance, scale, null_text)
             x0_v = known_v_lat if known_v_lat is not None else x0_v
             x0_m = known_m_lat if known_m_lat is not None else x0_m
             x0_h = known_motion if known_motion is not None else self.vid(x_h, x0_v, x0_m, t)
             # 3c. one posterior step for all three (equation 3 / DDIM)
-            z_v = step(scheduler, x0_v, t_scalar, z_v, generator)
+            if variant != "motion_model":
+                z_v = step(scheduler, x0_v, t_scalar, z_v, generator)
             z_m = step(scheduler, x0_m, t_scalar, z_m, generator)
             x_h = step(scheduler, x0_h, t_scalar, x_h, generator)
             _report(progress, i, len(timesteps))
@@ -175,6 +185,13 @@ def _given(mode: str, motion: torch.Tensor | None, motion_latent: torch.Tensor |
     the config the DiT was built (and trained) with."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
+    if mode == "video_only" and not model_cfg.model.motion_attention_mask:
+        raise ValueError("mode 'video_only' drops the motion stream, which only a model "
+                         "trained with model.motion_attention_mask=true allows")
+    if mode not in supported_modes(model_cfg):
+        raise ValueError(f"mode {mode!r} is not one of this model's "
+                         f"{list(supported_modes(model_cfg))} (loop.variant "
+                         f"{model_cfg.loop.variant!r})")
     if mode == "motion_to_video":
         if motion is None and motion_latent is None:
             raise ValueError("mode 'motion_to_video' needs a motion or a motion_latent")
@@ -183,10 +200,19 @@ def _given(mode: str, motion: torch.Tensor | None, motion_latent: torch.Tensor |
         if video_latent is None:
             raise ValueError("mode 'video_to_motion' needs a video_latent")
         return None, None, video_latent
-    if mode == "video_only" and not model_cfg.model.motion_attention_mask:
-        raise ValueError("mode 'video_only' drops the motion stream, which only a model "
-                         "trained with model.motion_attention_mask=true allows")
     return None, None, None
+
+
+def supported_modes(cfg: Config) -> tuple[str, ...]:
+    """The modes a model trained with `cfg` samples in: all, but video_only only with the
+    asymmetric motion mask; a video model only from a given motion, a motion model only
+    jointly."""
+    if cfg.loop.variant == "video_model":
+        return ("motion_to_video",)
+    if cfg.loop.variant == "motion_model":
+        return ("joint",)
+    masked = cfg.model.motion_attention_mask
+    return tuple(m for m in MODE_NAMES if m != "video_only" or masked)
 
 
 def _report(progress: Progress | None, i: int, total: int) -> None:

@@ -37,5 +37,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 def frechet_distance_features(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor
                               ) -> float:
-    """Fréchet distance between the Gaussians fitted to feature sets a (M, D) and b (M', D)."""
+    """Fréchet distance between the Gaussians fitted to feature sets a (M, D) and b (M', D),
+    M, M' >= 2 (a covariance needs two samples)."""
+    if min(len(a), len(b)) < 2:
+        raise ValueError(f"a Fréchet distance needs two or more samples per set, got "
+                         f"{len(a)} and {len(b)}")
     return frechet_distance(*feature_statistics(a), *feature_statistics(b))

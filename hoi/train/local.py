@@ -61,7 +61,8 @@ def load_clips(root: str, split: str, cfg: Config, storage: StorageConfig | None
     return clips
 
 
-def train_local(cfg: Config, clips: list[Clip], vae: VideoVAE, text_encoder: TextEncoder, *,
+def train_local(cfg: Config, clips: list[Clip] | TrainBatch, vae: VideoVAE,
+                text_encoder: TextEncoder, *,
                 steps: int, batch_size: int = 4, lr: float = 1e-3, seed: int = 0,
                 models: tuple[SViMo, VID] | None = None, start_step: int = 0,
                 progress: bool = True) -> tuple[SViMo, VID, list[dict[str, float]]]:
@@ -69,14 +70,15 @@ def train_local(cfg: Config, clips: list[Clip], vae: VideoVAE, text_encoder: Tex
     `models`; `start_step` counts the steps those were trained for, so that a continuation
     (the masked stage) does not repeat the VID warm-up (`loop.vid_warmup_steps`).
 
-    The clips are encoded once up front (latents, text, normalised motion); each step draws
-    `batch_size` of them. Returns the networks (eval mode) and per-step loss terms."""
+    The clips are encoded once up front (latents, text, normalised motion; or given already
+    encoded, by `encode`); each step draws `batch_size` of them. Returns the networks (eval mode) and per-step loss terms."""
     torch.manual_seed(seed)
     svimo, vid = models if models is not None else (SViMo(cfg), VID(cfg))
     svimo.train()
     vid.train()
     g = torch.Generator().manual_seed(seed)
-    data = _encode(cfg, clips, vae, text_encoder, g)
+    data = (clips if isinstance(clips, TrainBatch)
+            else encode(cfg, clips, vae, text_encoder, g, progress=progress))
     loop = ClosedLoop(cfg, svimo, vid, vae, text_encoder.encode([""]))
     params = [*svimo.parameters(), *vid.parameters()]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -152,10 +154,12 @@ def evaluate(cfg: Config, svimo: SViMo, vid: VID, vae: VideoVAE, text_encoder: T
 # ---------------------------------------------------------------------------------------------
 
 
-def _encode(cfg: Config, clips: list[Clip], vae: VideoVAE, text_encoder: TextEncoder,
-            g: torch.Generator, chunk: int = 8) -> TrainBatch:
+def encode(cfg: Config, clips: list[Clip], vae: VideoVAE, text_encoder: TextEncoder,
+           g: torch.Generator, chunk: int = 8, progress: bool = True) -> TrainBatch:
+    """All clips as one training batch, encoded `chunk` at a time."""
     parts = [encode_clips(collate_clips(clips[i:i + chunk]), vae, text_encoder, cfg, g)
-             for i in range(0, len(clips), chunk)]
+             for i in tqdm(range(0, len(clips), chunk), desc="encoding clips", unit="chunk",
+                           disable=not progress or len(clips) <= chunk)]
     return TrainBatch(**{f.name: torch.cat([getattr(p, f.name) for p in parts])
                          for f in dataclasses.fields(TrainBatch)})
 

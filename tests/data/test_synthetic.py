@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
 
-from hoi.config import load_config
+from hoi.config import ConfigError, load_config
 from hoi.data.shapes import TARGET_COLOURS, TOOL_COLOURS
 from hoi.data.synthetic import (
     ACTIONS,
     FINGER_RADIUS,
+    HELDOUT_SPLIT,
     MIN_DEPTH,
     TARGETS,
     TOOLS,
@@ -13,6 +14,7 @@ from hoi.data.synthetic import (
     clip_seed,
     generate_clip,
     grasp_handle,
+    split_clip,
 )
 from hoi.geometry.hand import BONES, FINGER_JOINTS, FINGERS, JOINTS_PER_HAND
 from hoi.geometry.motion import NUM_JOINTS, NUM_POINTS, POINTS_PER_OBJECT
@@ -136,3 +138,24 @@ def test_actions_have_distinct_trajectories():
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             assert np.linalg.norm(desc[a] - desc[b]) > 2e-3, f"{a} and {b} move alike"
+
+
+def test_a_held_out_combination_stays_out_of_train_and_val():
+    data = load_config(flavour="svimo-tiny").data
+    combos = lambda clips: {(c.action, c.target) for c in clips}  # noqa: E731
+    plain = [split_clip(0, "train", i, data)[0] for i in range(100)]
+    assert ("scoop", "cup") in combos(plain)
+    kept = [split_clip(0, split, i, data, "scoop:cup")[0]
+            for split in ("train", "val") for i in range(100)]
+    assert ("scoop", "cup") not in combos(kept) and len(combos(kept)) > 15
+    # a clip that avoided the combination anyway keeps its seed (the split is otherwise the same)
+    for a, b in zip(plain, kept[:100], strict=True):
+        assert (a.seed == b.seed) == ((a.action, a.target) != ("scoop", "cup"))
+    held = [split_clip(0, HELDOUT_SPLIT, i, data, "scoop:cup")[0] for i in range(6)]
+    assert combos(held) == {("scoop", "cup")} and len({c.tool for c in held}) == 2
+    for bad, message in (("scoop:board", "applies to"), ("jump:cup", "the action must be"),
+                         ("scoop", "applies to")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(overrides=["--prepare.holdout", bad])
+    with pytest.raises(ConfigError, match="num_heldout needs prepare.holdout"):
+        load_config(overrides=["--prepare.num_heldout", "2"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -153,3 +155,24 @@ def test_overfits_one_clip():
     # measured: svimo 0.47 -> 0.24, vid 2.5 -> 0.08
     assert after["svimo"] < 0.65 * before["svimo"], (before, after)
     assert after["vid"] < 0.2 * before["vid"], (before, after)
+
+
+def test_separate_models_learn_one_stream_each(batch):
+    """"VModel w/ Pred. Mot.": the video model learns the video with the true motion latent
+    in the guidance slot; the motion model learns the motion without seeing the video."""
+    loop, parts = _loop("video_model")
+    slots = []
+    parts.svimo.register_forward_pre_hook(lambda module, args: slots.append(args[5]))
+    terms = loop.losses(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(slots[-1], batch.motion_latent)
+    assert "vid" not in terms and _grads(terms["total"], parts.vid) == 0
+    torch.testing.assert_close(terms["total"], terms["svimo_video"])
+
+    loop, parts = _loop("motion_model")
+    a = loop.losses(batch, torch.Generator().manual_seed(0))
+    blank = dataclasses.replace(batch, video_latent=torch.zeros_like(batch.video_latent))
+    b = loop.losses(blank, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a["total"], a["svimo_motion"])
+    torch.testing.assert_close(a["svimo_motion"], b["svimo_motion"])  # the video is not read
+    assert not torch.allclose(a["svimo_video"], b["svimo_video"])
+    assert "vid" not in a and _grads(a["total"], parts.vid) == 0

@@ -106,3 +106,37 @@ def test_bad_mode_arguments(setup):
         _run(setup, mode="video_to_motion")
     with pytest.raises(ValueError, match="needs a motion"):
         _run(setup, mode="motion_to_video")
+
+
+def _variant(variant: str):
+    cfg = load_config(flavour="svimo-tiny", overrides=["--loop.variant", variant])
+    parts = build_parts(cfg, perturb=0.05)
+    inputs = []
+    parts.svimo.register_forward_pre_hook(lambda module, args: inputs.append(args))
+    return Sampler(cfg, parts.svimo, parts.vid, parts.vae), inputs
+
+
+def test_each_variant_samples_as_it_was_trained(setup):
+    _, batch, _ = setup
+    run = lambda sampler, **kw: sampler(  # noqa: E731
+        batch.image_latent, batch.text, batch.K, generator=torch.Generator().manual_seed(0),
+        num_steps=STEPS, **kw)
+    # trained with zeros in the guidance slot: sampled with zeros there too
+    for variant in ("no_vid", "gradient_only"):
+        sampler, inputs = _variant(variant)
+        run(sampler)
+        assert len(inputs) == STEPS and all(args[5].abs().max() == 0 for args in inputs)
+    # the motion model's video stream stays the initial noise; it only samples jointly
+    sampler, inputs = _variant("motion_model")
+    out = run(sampler)
+    assert all(torch.equal(args[0], inputs[0][0]) for args in inputs)
+    assert torch.equal(out.video_latent, inputs[0][0]) and out.motion is not None
+    with pytest.raises(ValueError, match="loop.variant 'motion_model'"):
+        run(sampler, mode="motion_to_video", motion_latent=batch.motion_latent)
+    # the video model samples only from a given motion, which fills the guidance slot
+    sampler, inputs = _variant("video_model")
+    with pytest.raises(ValueError, match=r"\['motion_to_video'\]"):
+        run(sampler)
+    out = run(sampler, mode="motion_to_video", motion_latent=batch.motion_latent)
+    assert all(torch.equal(args[5], batch.motion_latent) for args in inputs)
+    assert torch.equal(out.motion_latent, batch.motion_latent)

@@ -258,6 +258,8 @@ def test_frechet_distance_of_samples() -> None:
     assert frechet_distance_features(a, a) == pytest.approx(0.0, abs=1e-6)
     # fewer samples than dimensions: singular covariances are fine
     assert frechet_distance_features(a[:3], a[:3]) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="two or more samples"):
+        frechet_distance_features(a[:1], a)
 
 
 class _TinyVideoNet(torch.nn.Module):

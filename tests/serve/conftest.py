@@ -73,9 +73,12 @@ def svimo_url(ray_local: None, tiny_model: str, tmp_path_factory: pytest.TempPat
         wait_healthy(url, 180, proc, root / "serve.log")
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGINT)  # `serve run` then deletes the app and Serve
+        # SIGINT: `serve run` deletes the app; it can take a minute over that (replicas'
+        # graceful shutdown), so after a short wait it is killed: serve.shutdown() below ends
+        # whatever it left
+        os.killpg(proc.pid, signal.SIGINT)
         try:
-            proc.wait(timeout=60)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
