@@ -371,13 +371,6 @@ def _proj(cfg, batch) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _png(seed: int, height: int = 64, width: int = 96) -> bytes:
     """A random RGB reference image as PNG bytes."""
@@ -496,6 +489,7 @@ def serve_app(args: argparse.Namespace) -> Rows:
     import requests
     from ray import serve
 
+    from cluster.local import free_port
     from hoi.config import StorageConfig, load_config
     from serve.app import build_app
     from serve.health import wait_healthy
@@ -513,7 +507,7 @@ def serve_app(args: argparse.Namespace) -> Rows:
                 "--serve.replica_cpus", str(args.replica_cpus),
                 "--serve.max_queued", str(max(args.generations, args.clients)),
                 "--sample.num_steps", str(args.steps)])
-            port = _free_port()
+            port = free_port()
             url = f"http://127.0.0.1:{port}"
             start = time.perf_counter()
             serve.start(http_options={"host": "127.0.0.1", "port": port})

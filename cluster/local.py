@@ -52,7 +52,8 @@ class LocalCluster:
     """Ray node ids, head first."""
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -62,7 +63,7 @@ def _node_ports() -> list[str]:
     """Ports that default to fixed numbers, which two nodes on one machine cannot share."""
     flags = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
              "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port")
-    return [arg for flag in flags for arg in (flag, str(_free_port()))]
+    return [arg for flag in flags for arg in (flag, str(free_port()))]
 
 
 def _ray_start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -130,13 +131,13 @@ def start(state: str | Path = DEFAULT_STATE, nodes: int = 2, cpus_per_node: floa
     env["RAY_AUTH_MODE"] = "disabled"  # loopback only; the nodes must reach each other
     # Unix socket paths are limited to 107 bytes: a short temp dir of its own.
     temp_dir = tempfile.mkdtemp(prefix="svimo-ray-", dir="/tmp")
-    gcs_port, dashboard_port = _free_port(), _free_port()
+    gcs_port, dashboard_port = free_port(), free_port()
     resources = ["--num-cpus", f"{cpus_per_node:g}",
                  "--object-store-memory", str(object_store_mb * 1024 * 1024)]
     head_log = state / "node-0.log"
     procs = [_ray_start(["--head", "--port", str(gcs_port), "--dashboard-host", "127.0.0.1",
                          "--dashboard-port", str(dashboard_port), "--ray-client-server-port",
-                         str(_free_port()), "--temp-dir", temp_dir, *resources,
+                         str(free_port()), "--temp-dir", temp_dir, *resources,
                          *_node_ports()], head_log, env)]
     logs = [head_log]
     address = f"127.0.0.1:{gcs_port}"

@@ -49,7 +49,7 @@ ROWS = (
     ("SViMo w/o VID", "no_vid", ("no_vid",)),
     ("VModel w/ Pred. Mot.", "separate", ("video_model", "motion_model")),
 )
-VARIANTS = tuple(v for *_, variants in ROWS for v in variants)
+MODELS = tuple(model for _, model, _ in ROWS)
 SPLITS = ("val", HELDOUT_SPLIT)
 
 # The paper's table 3 (CogVideoX-5B scale, TACO): Subj., Bkg., TSmoo., Dyn., Overall, then
@@ -81,10 +81,15 @@ class Budget:
     seed: int = 0
 
 
-def run(cfg: Config, out: str | Path, budget: Budget, *, progress: bool = True
-        ) -> dict[str, Any]:
-    """The whole ablation; Ray must be initialised (prepare and evaluate use Ray Data).
-    Returns {split: {row: {column: value}}} and the report's path."""
+def run(cfg: Config, out: str | Path, budget: Budget, *, models: tuple[str, ...] = MODELS,
+        progress: bool = True) -> dict[str, Any]:
+    """The whole ablation, or the rows of `models` (names from MODELS); Ray must be
+    initialised (prepare and evaluate use Ray Data). Returns {split: {row: {column: value}}}
+    and the report's path."""
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        raise ValueError(f"unknown ablation models {unknown}; choose from {list(MODELS)}")
+    rows = [r for r in ROWS if r[1] in models]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -97,8 +102,9 @@ def run(cfg: Config, out: str | Path, budget: Budget, *, progress: bool = True
         return result
 
     timed("prepare", prepare.run, cfg, progress=progress)
-    histories = timed("train", train_variants, cfg, out / "models", budget, progress=progress)
-    tables = timed("evaluate", evaluate_rows, cfg, out)
+    histories = timed("train", train_variants, cfg, out / "models", budget, rows,
+                      progress=progress)
+    tables = timed("evaluate", evaluate_rows, cfg, out, rows)
     timings["total"] = time.monotonic() - start
     report = write_report(cfg, out, budget, tables, histories, timings)
     return {"tables": tables, "report": str(report), "timings": timings}
@@ -109,13 +115,14 @@ def run(cfg: Config, out: str | Path, budget: Budget, *, progress: bool = True
 # ---------------------------------------------------------------------------------------------
 
 
-def train_variants(cfg: Config, root: Path, budget: Budget, *, progress: bool = True
-                   ) -> dict[str, list[dict[str, float]]]:
+def train_variants(cfg: Config, root: Path, budget: Budget, rows: list = ROWS, *,
+                   progress: bool = True) -> dict[str, list[dict[str, float]]]:
     """Train what is missing under root: warmup/ (VID alone), then one directory per
     variant; the separate models are exported together as separate/. Returns the loss
     history of every variant."""
+    variants = [v for *_, row_variants in rows for v in row_variants]
     histories: dict[str, list[dict[str, float]]] = {}
-    missing = [v for v in VARIANTS if not (root / v / "history.json").is_file()]
+    missing = [v for v in variants if not (root / v / "history.json").is_file()]
     if missing:
         vae, text_encoder = load_encoders(cfg)
         clips = load_clips(cfg.prepare.output, "train", cfg, cfg.storage)
@@ -125,7 +132,7 @@ def train_variants(cfg: Config, root: Path, budget: Budget, *, progress: bool = 
                   "progress": progress}
         warm = _warm_up(_with_loop(cfg, "full", budget.warmup_steps), clips, vae,
                         text_encoder, root / "warmup", budget, common)
-    for variant in VARIANTS:
+    for variant in variants:
         target = root / variant
         if variant in missing:
             log.info("ablation: training %s for %d joint steps", variant, budget.joint_steps)
@@ -137,7 +144,8 @@ def train_variants(cfg: Config, root: Path, budget: Budget, *, progress: bool = 
             save_model(target, svimo, vid, budget.warmup_steps + budget.joint_steps)
             (target / "history.json").write_text(json.dumps(history))
         histories[variant] = json.loads((target / "history.json").read_text())
-    pair_separate(root)
+    if "video_model" in variants:
+        pair_separate(root)
     return histories
 
 
@@ -189,12 +197,13 @@ def _with_loop(cfg: Config, variant: str, warmup_steps: int) -> Config:
 # ---------------------------------------------------------------------------------------------
 
 
-def evaluate_rows(cfg: Config, out: Path) -> dict[str, dict[str, dict[str, float]]]:
+def evaluate_rows(cfg: Config, out: Path, rows: list = ROWS
+                  ) -> dict[str, dict[str, dict[str, float]]]:
     """{split: {row: table values}}, one `hoi.evaluation.run` per row and split (kept as
     eval/<model>/<split>/ and reused on a rerun); the ground truth's reference-free row too."""
     tables: dict[str, dict[str, dict[str, float]]] = {split: {} for split in SPLITS}
     for split in SPLITS:
-        for row, model, _ in ROWS:
+        for row, model, _ in rows:
             target = out / "eval" / model / split
             result = target / "table.json"
             if not result.is_file():
@@ -261,7 +270,7 @@ def plot_metrics(tables: dict[str, dict[str, dict[str, float]]], path: Path) -> 
 
     keys = ("mpjpe_mm", "chamfer_cm2", "fid", "psnr", "vmc_hit", "hand_tool_mm")
     heads = {key: head for key, head, *_ in evaluation.COLUMNS}
-    rows = [row for row, *_ in ROWS]
+    rows = [row for row in tables[SPLITS[0]] if row != TRUTH]
     fig = Figure(figsize=(15, 7), dpi=100)
     FigureCanvasAgg(fig)
     for ax, key in zip(fig.subplots(2, 3).flat, keys, strict=True):

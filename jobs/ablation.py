@@ -1,7 +1,8 @@
 """The paper's ablation (table 3) at svimo-small scale, end to end on one machine.
 
     python jobs/ablation.py --config configs/ablation.yaml [--out outputs/ablation]
-        [--warmup-steps 600] [--joint-steps 300] [--batch-size 4] [--lr 1e-3]
+        [--warmup-steps 2000] [--joint-steps 500] [--batch-size 4] [--lr 1e-3]
+        [--models full,guidance_only,gradient_only,no_vid,separate]
 
 Prepares shards with one action/target combination held out (prepare.holdout), warms VID up
 once, trains every variant on from it with the same budget (full, interaction guidance only,
@@ -16,7 +17,7 @@ from __future__ import annotations
 import sys
 
 from cluster.runtime import init_ray
-from hoi.ablation import Budget, run
+from hoi.ablation import MODELS, Budget, run
 from hoi.cli import job_parser, parse_job
 from hoi.config import ConfigError
 from hoi.data.prepare import PrepareError
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=default.batch_size,
                         help="clips per step")
     parser.add_argument("--lr", type=float, default=default.lr, help="peak AdamW learning rate")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help=f"comma-separated rows to run (default: all of {','.join(MODELS)})")
     args, cfg = parse_job(parser, argv, "ablation")
     if cfg is None:
         return 2
@@ -41,10 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         print("ablation: set prepare.holdout and prepare.num_heldout (configs/ablation.yaml "
               "does)", file=sys.stderr)
         return 2
+    models = tuple(args.models.split(","))
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        print(f"ablation: unknown --models {unknown}; choose from {list(MODELS)}",
+              file=sys.stderr)
+        return 2
     budget = Budget(args.warmup_steps, args.joint_steps, args.batch_size, args.lr)
     init_ray(cfg.ray)
     try:
-        result = run(cfg, args.out, budget)
+        result = run(cfg, args.out, budget, models=models)
     except (ConfigError, OSError, PrepareError, EvaluateError) as e:
         print(f"ablation: {e}", file=sys.stderr)
         return 1

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import boto3
 import numpy as np
 import pytest
 
+from cluster.local import free_port
 from hoi.config import StorageConfig
 from hoi.data.clip import Clip
 from hoi.geometry.motion import NUM_JOINTS, NUM_POINTS
@@ -65,11 +65,6 @@ class S3Server:
         return f"s3://{self.bucket}/root-{next(self._roots)}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _wait_until_answering(url: str, proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
@@ -89,7 +84,7 @@ def _wait_until_answering(url: str, proc: subprocess.Popen, timeout_s: float = 3
 @pytest.fixture(scope="session")
 def s3(aws_credentials: None) -> Iterator[S3Server]:
     """moto_server (from this venv) on a free loopback port, with bucket 'svimo-test'."""
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     moto = Path(sys.executable).with_name("moto_server")
     proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -69,11 +68,6 @@ def _submit(cluster: local.LocalCluster, root: str, script: str, *args: str,
     assert working_dir.startswith("gcs://") == upload  # an uploaded package, or none
     return proc.stdout
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _serve(cluster: local.LocalCluster, config: dict, log: Path) -> subprocess.Popen:
@@ -141,7 +135,7 @@ def test_prepare_train_serve_and_sample_across_two_nodes_on_s3(
 
     # 4. Serve loads the checkpoint from S3 and writes its results there; one HTTP proxy, on
     # the head (two nodes of one machine cannot both bind the port)
-    port = _free_port()
+    port = local.free_port()
     serve_log = tmp_path / "serve.log"
     proc = _serve(two_nodes, {
         "proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": port},

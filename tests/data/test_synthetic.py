@@ -143,13 +143,13 @@ def test_actions_have_distinct_trajectories():
 def test_a_held_out_combination_stays_out_of_train_and_val():
     data = load_config(flavour="svimo-tiny").data
     combos = lambda clips: {(c.action, c.target) for c in clips}  # noqa: E731
-    plain = [split_clip(0, "train", i, data)[0] for i in range(100)]
+    plain = [split_clip(0, "train", i, data)[0] for i in range(30)]
     assert ("scoop", "cup") in combos(plain)
     kept = [split_clip(0, split, i, data, "scoop:cup")[0]
-            for split in ("train", "val") for i in range(100)]
-    assert ("scoop", "cup") not in combos(kept) and len(combos(kept)) > 15
+            for split in ("train", "val") for i in range(30)]
+    assert ("scoop", "cup") not in combos(kept) and len(combos(kept)) > 10
     # a clip that avoided the combination anyway keeps its seed (the split is otherwise the same)
-    for a, b in zip(plain, kept[:100], strict=True):
+    for a, b in zip(plain, kept[:30], strict=True):
         assert (a.seed == b.seed) == ((a.action, a.target) != ("scoop", "cup"))
     held = [split_clip(0, HELDOUT_SPLIT, i, data, "scoop:cup")[0] for i in range(6)]
     assert combos(held) == {("scoop", "cup")} and len({c.tool for c in held}) == 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cluster.local import free_port
 from hoi.config import StorageConfig
 from serve.health import wait_healthy
 from tests.train.inputs import write_tiny_model
@@ -25,11 +25,6 @@ MAX_QUEUED = 24
 MAX_IMAGE_BYTES = 1_000_000
 MAX_IMAGE_PIXELS = 4_000_000
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +53,7 @@ def svimo_url(ray_local: None, tiny_model: str, tmp_path_factory: pytest.TempPat
                   "upscale_delay_s": 1.0, "downscale_delay_s": 600.0,
                   "max_queued": MAX_QUEUED, "max_image_bytes": MAX_IMAGE_BYTES,
                   "max_image_pixels": MAX_IMAGE_PIXELS}}))
-    port = _free_port()
+    port = free_port()
     # Serve's HTTP proxy takes the options of whoever starts Serve first: the test does, on a
     # free loopback port; `serve run` then deploys onto it.
     serve.start(http_options={"host": "127.0.0.1", "port": port})
