@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -86,9 +87,7 @@ def run(cfg: Config, out: str | Path, budget: Budget, *, models: tuple[str, ...]
     """The whole ablation, or the rows of `models` (names from MODELS); Ray must be
     initialised (prepare and evaluate use Ray Data). Returns {split: {row: {column: value}}}
     and the report's path."""
-    unknown = sorted(set(models) - set(MODELS))
-    if unknown:
-        raise ValueError(f"unknown ablation models {unknown}; choose from {list(MODELS)}")
+    check_models(models)
     rows = [r for r in ROWS if r[1] in models]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,6 +107,13 @@ def run(cfg: Config, out: str | Path, budget: Budget, *, models: tuple[str, ...]
     timings["total"] = time.monotonic() - start
     report = write_report(cfg, out, budget, tables, histories, timings)
     return {"tables": tables, "report": str(report), "timings": timings}
+
+
+def check_models(models: tuple[str, ...]) -> None:
+    """ValueError naming the valid rows unless every name is one of MODELS."""
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        raise ValueError(f"unknown ablation models {unknown}; choose from {list(MODELS)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,9 +186,7 @@ def pair_separate(root: Path) -> None:
     meta = json.loads((video / PIPELINE_NAME).read_text())
     for name, source in (("svimo", video / "svimo"), ("vid", video / "vid"),
                          ("motion_svimo", motion / "svimo")):
-        (pair / name).mkdir(exist_ok=True)
-        for f in source.iterdir():
-            (pair / name / f.name).write_bytes(f.read_bytes())
+        shutil.copytree(source, pair / name, dirs_exist_ok=True)
     meta["motion_svimo"] = "motion_svimo"
     (pair / PIPELINE_NAME).write_text(json.dumps(meta, indent=2))
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 
 from cluster.runtime import init_ray
-from hoi.ablation import MODELS, Budget, run
+from hoi.ablation import MODELS, Budget, check_models, run
 from hoi.cli import job_parser, parse_job
 from hoi.config import ConfigError
 from hoi.data.prepare import PrepareError
@@ -45,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
               "does)", file=sys.stderr)
         return 2
     models = tuple(args.models.split(","))
-    unknown = sorted(set(models) - set(MODELS))
-    if unknown:
-        print(f"ablation: unknown --models {unknown}; choose from {list(MODELS)}",
-              file=sys.stderr)
+    try:
+        check_models(models)
+    except ValueError as e:
+        print(f"ablation: --models: {e}", file=sys.stderr)
         return 2
     budget = Budget(args.warmup_steps, args.joint_steps, args.batch_size, args.lr)
     init_ray(cfg.ray)
