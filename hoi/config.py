@@ -134,6 +134,9 @@ class VIDConfig:
     """Attention heads."""
     encoder_channels: tuple[int, ...] = (32, 64)
     """Channels of the 3D-conv latent encoders, one per scale (each scale halves H and W)."""
+    tokens: Literal["entity", "frame"] = "entity"
+    """Denoiser tokens per video frame: one per entity (left hand, right hand, tool, target)
+    or one for the whole frame."""
     coord_center: tuple[float, float, float] = (0.0, 0.0, 0.5)
     """Camera-frame point (m) that motion coordinates are centred on before diffusion."""
     coord_scale: float = 0.1

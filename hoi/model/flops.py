@@ -14,7 +14,7 @@ Conventions:
 
 Token counts come from the config alone: text = ``model.max_text_tokens``, video and motion
 ``cfg.tokens_per_stream`` each, VID's memory ``vid_memory_length(cfg)``, VID's queries one per
-video frame (``data.num_frames``).
+video frame and entity group (``data.num_frames`` x the groups of ``vid.tokens``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import math
 
 from hoi.config import Config
 from hoi.geometry.motion import NUM_ENTITIES
-from hoi.model.vid import TIMESTEP_FREQUENCIES
+from hoi.model.vid import ENTITY_GROUPS, TIMESTEP_FREQUENCIES
 
 FF_MULT = 4
 """Feed-forward inner width / hidden width, in both SViMo (diffusers' FeedForward default)
@@ -130,16 +130,17 @@ def vid_forward_flops(cfg: Config, batch: int = 1) -> dict[str, float]:
 
     Returns:
         {"encoders": the 3D convs of both latent encoders at every scale, "fusion": the 1x1x1
-        convs into the memory, "self_attention_scores": QK^T and AV over the N frame tokens,
-        "cross_attention_scores": N queries x the memory, "attention_projections": q, kv, out
+        convs into the memory, "self_attention_scores": QK^T and AV over the N x G motion
+        tokens (G entity groups per frame), "cross_attention_scores": those queries x the memory, "attention_projections": q, kv, out
         of both attentions (the memory's kv projection included), "feed_forward",
-        "modulation": adaLN linears of the layers and the head, "embeddings": motion Linear
-        and time MLP, "heads": the output Linear, "total"}.
+        "modulation": adaLN linears of the layers and the head, "embeddings": motion Linears
+        and time MLP, "heads": the output Linears, "total"}.
     """
     v = cfg.vid
     D, frames = v.hidden_size, cfg.data.num_frames
     memory = vid_memory_length(cfg)
-    queries = batch * frames
+    tokens = frames * len(ENTITY_GROUPS[v.tokens])  # per clip
+    queries = batch * tokens
     encoders = fusion = 0.0
     in_channels = cfg.latent.channels
     for (f, h, w), channels in zip(vid_scale_grids(cfg), v.encoder_channels, strict=True):
@@ -156,15 +157,16 @@ def vid_forward_flops(cfg: Config, batch: int = 1) -> dict[str, float]:
     parts = {
         "encoders": encoders,
         "fusion": fusion,
-        "self_attention_scores": v.num_layers * _attention(queries, frames, D),
+        "self_attention_scores": v.num_layers * _attention(queries, tokens, D),
         "cross_attention_scores": v.num_layers * _attention(queries, memory, D),
         "attention_projections": v.num_layers * projections,
         "feed_forward": v.num_layers * 2 * _linear(queries, D, FF_MULT * D),
         "modulation": (v.num_layers * _linear(batch, D, VID_MODULATION * D)
                        + _linear(batch, D, OUTPUT_MODULATION * D)),
-        "embeddings": (_linear(queries, coordinates, D)
+        # each group's Linear maps its share of the coordinates: all groups, one per frame
+        "embeddings": (_linear(batch * frames, coordinates, D)
                        + _linear(batch, TIMESTEP_FREQUENCIES, D) + _linear(batch, D, D)),
-        "heads": _linear(queries, D, coordinates),
+        "heads": _linear(batch * frames, D, coordinates),
     }
     return _with_total(parts)
 

@@ -17,14 +17,17 @@ The network only predicts; noise schedules and losses live in ``hoi.diffusion``.
    Tokens get a temporal encoding in *video frame* units (latent frame k at video frame 4k),
    a 2D spatial encoding of cell centres normalised to [0, 1] (so that all scales share one
    coordinate system) and a learned per-scale embedding; all scales are concatenated.
-3. **Denoiser** (`VIDLayer`): one token per video frame (a Linear from 340 x 3 coordinates;
-   the points are ordered, so a plain Linear keeps each point's identity), the same temporal
-   encoding as the memory (tokens at the same time carry the same code), adaLN modulation
-   (scale, shift, gate) from the timestep embedding, and per layer self-attention over
-   frames, cross-attention to the memory and a feed-forward, all pre-norm.
-4. **Output head**: adaLN-modulated norm and a Linear back to 340 x 3, initialised small (not
-   zero) so that the first x0 predictions are near the data mean and gradients reach every
-   part from the first step.
+3. **Denoiser** (`VIDLayer`): per video frame one token per entity group
+   (`cfg.vid.tokens`): "entity" gives the left hand, right hand, tool and target a token each
+   (a Linear from that group's coordinates, plus a learned group embedding), so each can find
+   its own object in the memory; "frame" gives the whole frame one token (340 x 3
+   coordinates). Tokens carry the memory's temporal encoding (tokens at the same time carry
+   the same code) and adaLN modulation (scale, shift, gate) from the timestep embedding;
+   each layer is self-attention over all tokens, cross-attention to the memory and a
+   feed-forward, all pre-norm.
+4. **Output head**: adaLN-modulated norm and one Linear per group back to its coordinates,
+   initialised small (not zero) so that the first x0 predictions are near the data mean and
+   gradients reach every part from the first step.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from hoi.config import Config
-from hoi.geometry.motion import NUM_ENTITIES
+from hoi.geometry.hand import JOINTS_PER_HAND
+from hoi.geometry.motion import NUM_ENTITIES, NUM_JOINTS, POINTS_PER_OBJECT
 from hoi.model.pretrained import Pretrained
 
 TIMESTEP_FREQUENCIES = 256
@@ -48,6 +52,14 @@ run from 2 pi / 128 (finer than one cell of the 78-wide paper latent) to 2 pi (s
 widths), so the code neither aliases nor wastes channels."""
 OUTPUT_INIT_GAIN = 0.1
 """The output head starts with predictions of about this standard deviation (data is O(1))."""
+ENTITY_GROUPS: dict[str, tuple[tuple[int, int], ...]] = {
+    "frame": ((0, NUM_ENTITIES),),
+    "entity": ((0, JOINTS_PER_HAND), (JOINTS_PER_HAND, NUM_JOINTS),
+               (NUM_JOINTS, NUM_JOINTS + POINTS_PER_OBJECT),
+               (NUM_JOINTS + POINTS_PER_OBJECT, NUM_ENTITIES)),
+}
+"""`cfg.vid.tokens` -> the [start, stop) entity ranges that get one token each per frame:
+the whole frame, or the left hand, right hand, tool and target."""
 MODULATION_INIT_STD = 0.02
 """Weights of the adaLN modulation layers: small, so blocks start as plain pre-norm blocks
 (gates near 1) while the timestep already changes the output at initialisation."""
@@ -269,21 +281,27 @@ class VIDLayer(nn.Module):
 
 
 class OutputHead(nn.Module):
-    """(B, N, D) tokens -> (B, N, 340 * 3) through an adaLN-modulated norm and a Linear."""
+    """(B, N, G, D) tokens -> (B, N, 340, 3): an adaLN-modulated norm, then one Linear per
+    entity group back to that group's coordinates."""
 
-    def __init__(self, hidden_size: int, out_features: int) -> None:
+    def __init__(self, hidden_size: int, groups: tuple[tuple[int, int], ...]) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
         _init_modulation(self.modulation[1], gated=False)
-        self.linear = nn.Linear(hidden_size, out_features)
-        # unit-variance normalised tokens -> outputs of std OUTPUT_INIT_GAIN, whatever the width
-        nn.init.normal_(self.linear.weight, std=OUTPUT_INIT_GAIN / math.sqrt(hidden_size))
-        nn.init.zeros_(self.linear.bias)
+        self.linears = nn.ModuleList(nn.Linear(hidden_size, 3 * (stop - start))
+                                     for start, stop in groups)
+        for linear in self.linears:
+            # unit-variance normalised tokens -> outputs of std OUTPUT_INIT_GAIN, any width
+            nn.init.normal_(linear.weight, std=OUTPUT_INIT_GAIN / math.sqrt(hidden_size))
+            nn.init.zeros_(linear.bias)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift, scale = self.modulation(c).chunk(2, dim=-1)
-        return self.linear(_modulate(self.norm(x), shift, scale))
+        batch, frames, groups, dim = x.shape
+        x = _modulate(self.norm(x.flatten(1, 2)), shift, scale).view(batch, frames, groups, dim)
+        return torch.cat([linear(x[:, :, g]).unflatten(-1, (-1, 3))
+                          for g, linear in enumerate(self.linears)], dim=2)
 
 
 def _init_modulation(linear: nn.Linear, gated: bool) -> None:
@@ -331,11 +349,14 @@ class VID(Pretrained):
         self.video_encoder = LatentEncoder(cfg.latent.channels, channels)
         self.motion_encoder = LatentEncoder(cfg.latent.channels, channels)
         self.fusion = FeatureFusion(channels, vid.hidden_size, cfg.latent.temporal_compression)
-        self.motion_embed = nn.Linear(NUM_ENTITIES * 3, vid.hidden_size)
+        self.groups = ENTITY_GROUPS[vid.tokens]
+        self.motion_embed = nn.ModuleList(nn.Linear(3 * (stop - start), vid.hidden_size)
+                                          for start, stop in self.groups)
+        self.group_embedding = nn.Parameter(torch.randn(len(self.groups), vid.hidden_size) * 0.02)
         self.time_embed = TimestepEmbedding(vid.hidden_size)
         self.layers = nn.ModuleList(
             VIDLayer(vid.hidden_size, vid.num_heads) for _ in range(vid.num_layers))
-        self.head = OutputHead(vid.hidden_size, NUM_ENTITIES * 3)
+        self.head = OutputHead(vid.hidden_size, self.groups)
         self.config = cfg
         self.gradient_checkpointing = vid.gradient_checkpointing
 
@@ -385,16 +406,19 @@ class VID(Pretrained):
                              f"latents {video_latent.shape[0]}")
         # 1. memory from both latent streams
         memory = self.encode_latents(video_latent, motion_latent)
-        # 2. one token per video frame, timed in video frames like the memory
-        x = self.motion_embed(motion_t.flatten(2))
+        # 2. one token per entity group and video frame, timed in video frames like the memory
+        x = torch.stack([embed(motion_t[:, :, start:stop].flatten(2)) for embed, (start, stop)
+                         in zip(self.motion_embed, self.groups, strict=True)], dim=2)
         frame_positions = torch.arange(frames, dtype=torch.float32, device=motion_t.device)
-        x = x + sinusoidal_embedding(frame_positions, self.hidden_size).to(x.dtype)
+        time_code = sinusoidal_embedding(frame_positions, self.hidden_size).to(x.dtype)
+        x = x + time_code[:, None] + self.group_embedding  # (B, N, G, D)
         c = self.time_embed(t)
-        # 3. denoise
+        # 3. denoise all tokens together
+        x = x.flatten(1, 2)
         for layer in self.layers:
             x = _maybe_checkpoint(layer, self.gradient_checkpointing, x, memory, c)
         # 4. back to coordinates
-        return self.head(x, c).view(batch, frames, NUM_ENTITIES, 3)
+        return self.head(x.view(batch, frames, len(self.groups), -1), c)
 
 
 __all__ = ["VID", "FeatureFusion", "LatentEncoder", "VIDLayer", "latent_frame_positions",

@@ -47,8 +47,8 @@ VID_PARTS = {
     "attention_projections": (rf"{LAYER}\.(self|cross)_attn\.(to_q|to_kv|to_out)", None),
     "feed_forward": (rf"{LAYER}\.ff", None),
     "modulation": (rf"({LAYER}|head)\.modulation", None),
-    "embeddings": (r"motion_embed|time_embed", None),
-    "heads": (r"head\.linear", None),
+    "embeddings": (r"motion_embed\.\d+|time_embed", None),
+    "heads": (r"head\.linears\.\d+", None),
 }
 
 
@@ -171,8 +171,9 @@ def test_svimo_5b_matches_the_counter_and_is_plausible() -> None:
         2 * plain.sequence_length * weights
 
 
-def test_vid_5b_matches_the_counter() -> None:
-    cfg = _config("svimo-5b")
+@pytest.mark.parametrize("tokens", ["entity", "frame"])
+def test_vid_5b_matches_the_counter(tokens: str) -> None:
+    cfg = _config("svimo-5b", "--vid.tokens", tokens)
     assert vid_memory_length(cfg) == 13 * (52 * 78 + 26 * 39 + 13 * 20)
     model = _on("meta", VID, cfg)
     with torch.device("meta"):
