@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from hoi.geometry.camera import project
 from hoi.geometry.chamfer import chamfer_distance
 from hoi.geometry.hand import JOINTS_PER_HAND
 from hoi.geometry.motion import POINTS_PER_OBJECT
@@ -25,6 +26,19 @@ def mpjpe(joints: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def point_error(points: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean per-point distance: (B, N, P, 3) x 2 -> (B,) metres."""
     return (points - target).norm(dim=-1).mean(dim=(1, 2))
+
+
+def reprojection_error(x: torch.Tensor, target: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Mean image distance (pixels) between camera-frame points and their targets, both
+    projected with the intrinsics K: what an overlay of the motion on the video shows, blind
+    to errors along the viewing ray (depth).
+
+    x, target: (B, N, P, 3) camera frame; K: (B, 3, 3) -> (B,) pixels."""
+    eye, zero = torch.eye(3, dtype=x.dtype, device=x.device), x.new_zeros(3)
+    K = K.to(x.dtype)[:, None]  # one camera per clip, all frames
+    uv, _ = project(x, K, eye, zero)
+    uv_target, _ = project(target, K, eye, zero)
+    return (uv - uv_target).norm(dim=-1).mean(dim=(1, 2))
 
 
 def hand_tool_distance(joints: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

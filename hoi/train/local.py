@@ -27,13 +27,14 @@ from hoi.data.shards import collate_clips, list_shards
 from hoi.diffusion.closed_loop import ClosedLoop
 from hoi.diffusion.conditions import TrainBatch, encode_clips, image_noise_sigma
 from hoi.diffusion.sampler import MODES, Sampler
-from hoi.geometry.motion import denormalize, unpack
+from hoi.geometry.motion import POINTS_PER_OBJECT, denormalize, unpack
 from hoi.metrics.motion import (
     hand_tool_distance,
     mpjpe,
     object_centre_error,
     object_chamfer,
     point_error,
+    reprojection_error,
 )
 from hoi.model.encoders import TextEncoder, VideoVAE
 from hoi.model.svimo import SViMo
@@ -116,7 +117,8 @@ def evaluate(cfg: Config, svimo: SViMo, vid: VID, vae: VideoVAE, text_encoder: T
 
     Per mode: video PSNR (dB) against the clip's frames, and for modes that output motion:
     MPJPE, object point error and object centre error (mm), the objects' Chamfer distance
-    (cm², order-free: VID learns the points with a Chamfer loss), and the right hand's distance
+    (cm², order-free: VID learns the points with a Chamfer loss), the joints' and object
+    centres' image error (pixels: what an overlay shows), and the right hand's distance
     to the tool (mm; the ground truth's own value is reported as `gt_hand_tool_mm`).
     `reference` holds the same
     motion errors for a *wrong* clip's ground truth (clips paired off by one), the level a
@@ -133,7 +135,7 @@ def evaluate(cfg: Config, svimo: SViMo, vid: VID, vae: VideoVAE, text_encoder: T
     gt_joints, gt_points = unpack(_metres(cfg, batch.motion))
     results: dict[str, dict[str, float]] = {
         "reference": _motion_metrics(gt_joints.roll(1, 0), gt_points.roll(1, 0),
-                                     gt_joints, gt_points)}
+                                     gt_joints, gt_points, batch.K)}
     for mode in modes:
         start = time.perf_counter()
         sample = sampler(batch.image_latent, batch.text, batch.K, mode=mode, num_steps=num_steps,
@@ -144,7 +146,7 @@ def evaluate(cfg: Config, svimo: SViMo, vid: VID, vae: VideoVAE, text_encoder: T
         row = {"video_psnr_db": _psnr(video, gt_video), "seconds": time.perf_counter() - start}
         if sample.motion is not None:
             joints, points = unpack(_metres(cfg, sample.motion))
-            row |= _motion_metrics(joints, points, gt_joints, gt_points)
+            row |= _motion_metrics(joints, points, gt_joints, gt_points, batch.K)
         results[mode] = row
         if out_dir is not None:
             _preview(cfg, Path(out_dir) / mode, video[0], sample, batch.K[0], clips[0].fps)
@@ -180,12 +182,15 @@ def _psnr(video: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def _motion_metrics(joints: torch.Tensor, points: torch.Tensor, gt_joints: torch.Tensor,
-                    gt_points: torch.Tensor) -> dict[str, float]:
+                    gt_points: torch.Tensor, K: torch.Tensor) -> dict[str, float]:
     mm = lambda x: 1000 * x.mean().item()  # noqa: E731
+    centres = [p.unflatten(2, (2, POINTS_PER_OBJECT)).mean(3) for p in (points, gt_points)]
     return {"mpjpe_mm": mm(mpjpe(joints, gt_joints)),
             "object_point_error_mm": mm(point_error(points, gt_points)),
             "object_chamfer_cm2": 1e4 * object_chamfer(points, gt_points).mean().item(),
             "object_centre_mm": mm(object_centre_error(points, gt_points)),
+            "joints_px": reprojection_error(joints, gt_joints, K).mean().item(),
+            "object_centre_px": reprojection_error(*centres, K).mean().item(),
             "hand_tool_mm": mm(hand_tool_distance(joints, points)),
             "gt_hand_tool_mm": mm(hand_tool_distance(gt_joints, gt_points))}
 

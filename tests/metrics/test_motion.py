@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from hoi.geometry.motion import NUM_POINTS, POINTS_PER_OBJECT
-from hoi.metrics.motion import acceleration, motion_smoothness, mpjpe, object_chamfer
+from hoi.metrics.motion import (
+    acceleration,
+    motion_smoothness,
+    mpjpe,
+    object_chamfer,
+    reprojection_error,
+)
 
 
 def test_mpjpe_identical_and_shifted() -> None:
@@ -14,6 +20,16 @@ def test_mpjpe_identical_and_shifted() -> None:
     assert mpjpe(joints, joints).tolist() == [0.0, 0.0]
     shift = torch.tensor([0.03, 0.0, 0.04])  # 5 cm
     assert mpjpe(joints + shift, joints).tolist() == pytest.approx([0.05, 0.05])
+
+
+def test_reprojection_error_hand_computed_and_blind_to_depth() -> None:
+    """f = 100 px: a point at depth 0.5 m moved 1 cm sideways moves 100 * 0.01 / 0.5 = 2 px;
+    moved along its viewing ray it does not move at all."""
+    K = torch.tensor([[100.0, 0.0, 48.0], [0.0, 100.0, 32.0], [0.0, 0.0, 1.0]])[None]
+    x = torch.tensor([0.05, -0.02, 0.5]).expand(1, 3, 4, 3)
+    assert reprojection_error(x + torch.tensor([0.01, 0.0, 0.0]), x, K).item() == \
+        pytest.approx(2.0, rel=1e-5)
+    assert reprojection_error(1.3 * x, x, K).item() == pytest.approx(0.0, abs=1e-4)
 
 
 def test_acceleration_is_second_difference() -> None:

@@ -50,7 +50,9 @@ def test_train_local_job(tmp_path, ray_local):
     # VID warms up alone for 2 steps; the masked stage goes on from step 4, without a second
     # warm-up (regression: it restarted at step 0 and spent its steps on VID alone)
     assert ["svimo" in h for h in history] == [False, False, True, True, True, True]
-    assert {"object_chamfer_cm2", "object_centre_mm"} <= set(metrics["video_to_motion"])
+    assert {"object_chamfer_cm2", "object_centre_mm", "joints_px",
+            "object_centre_px"} <= set(metrics["video_to_motion"])
+    assert metrics["motion_to_video"]["joints_px"] == 0.0 < metrics["reference"]["joints_px"]
     assert not SViMo.from_pretrained(str(out / "svimo")).config.model.motion_attention_mask
     assert SViMo.from_pretrained(str(out / "svimo-masked")).config.model.motion_attention_mask
     VID.from_pretrained(str(out / "vid"))
