@@ -11,8 +11,9 @@ process that needs every training clip in memory for many epochs (32 small clips
 so a streaming, distributed reader would only add a cluster start and a copy.
 
 Output under `cfg.codec.output` (local or s3://): vae/, tokenizer/, text_encoder/ (load them by
-setting encoders.vae / encoders.tokenizer / encoders.text_encoder) and codec.json (settings,
-validation PSNR, latent scaling factor, losses).
+setting encoders.vae / encoders.tokenizer / encoders.text_encoder), codec.json (settings,
+validation PSNR, latent scaling factor, losses) and reconstruction.png (what the PSNR looks
+like: validation frames and their reconstructions).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import imageio.v3 as iio
+import numpy as np
 import pyarrow.parquet as pq
 import torch
 from diffusers import AutoencoderKLCogVideoX
@@ -41,6 +44,9 @@ from hoi.model.encoders import VideoVAE, to_vae_input
 from hoi.storage import join, resolve, write_bytes, write_text
 
 SUMMARY_NAME = "codec.json"
+PREVIEW_NAME = "reconstruction.png"
+PREVIEW_CLIPS = 3
+"""Clips (rows) of the reconstruction picture."""
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 # Files that mark a saved directory as complete: uploaded after everything else.
 _WRITTEN_LAST = ("config.json", "tokenizer_config.json")
@@ -222,6 +228,18 @@ def reconstruction(vae: VideoVAE, videos: torch.Tensor) -> dict[str, float]:
     return {"psnr_db": psnr, "mse": mses.mean().item() / 127.5**2}
 
 
+@torch.no_grad()
+def reconstruction_picture(vae: VideoVAE, videos: SplitVideos) -> np.ndarray:
+    """(rows * H, 4 * W, 3) uint8: for the first PREVIEW_CLIPS clips, the middle frame of the
+    RGB video, its reconstruction, the motion video and its reconstruction."""
+    columns = []
+    for clips in (videos.video[:PREVIEW_CLIPS], videos.motion_video[:PREVIEW_CLIPS]):
+        middle = clips.shape[1] // 2
+        columns += [clips[:, middle], vae.decode(vae.encode(clips))[:, middle].to(torch.uint8)]
+    rows = torch.cat(columns, dim=2)  # (clips, H, 4 W, 3)
+    return rows.flatten(0, 1).numpy()
+
+
 def _psnr(mse: float, peak_to_peak: float) -> float:
     return 10 * math.log10(peak_to_peak**2 / max(mse, 1e-12))
 
@@ -317,6 +335,9 @@ def run(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
     wrapped = VideoVAE(vae)
     after = {name: reconstruction(wrapped, getattr(evaluated, name))
              for name in ("video", "motion_video")}
+    write_bytes(join(codec.output, PREVIEW_NAME),
+                iio.imwrite("<bytes>", reconstruction_picture(wrapped, evaluated), extension=".png"),
+                cfg.storage)
     # 5. Text.
     vocabulary = prompt_vocabulary(train.prompts + (val.prompts if val is not None else []))
     tokenizer = build_tokenizer(vocabulary, cfg.model.max_text_tokens)

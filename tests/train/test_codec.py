@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
@@ -17,6 +18,7 @@ from hoi.data.shards import shard_path, write_shard
 from hoi.data.synthetic import ACTIONS, prompt_for
 from hoi.model.encoders import load_encoders
 from hoi.train.codec import (
+    PREVIEW_NAME,
     SUMMARY_NAME,
     build_tokenizer,
     build_vae,
@@ -78,8 +80,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
 def test_job_writes_three_dirs_and_a_summary(trained):
     cfg, summary = trained
     out = Path(cfg.codec.output)
-    assert sorted(p.name for p in out.iterdir()) == [SUMMARY_NAME, "text_encoder", "tokenizer",
-                                                     "vae"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [SUMMARY_NAME, PREVIEW_NAME, "text_encoder", "tokenizer", "vae"])
+    # two validation clips: a row each of truth | reconstruction for RGB and motion video
+    picture = iio.imread(out / PREVIEW_NAME)
+    assert picture.shape == (2 * 32, 4 * 48, 3) and picture.dtype == np.uint8
+    truth = picture[:32, :48]
+    assert truth.std() > 0 and not np.array_equal(truth, picture[:32, 48:96])
     assert summary["clips"] == {"train": 4, "val": 2} and summary["evaluated_on"] == "val"
     assert set(summary["psnr_db"]) == {"video", "motion_video"}
     assert all(5 < v < 60 for v in summary["psnr_db"].values())
