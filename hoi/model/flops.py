@@ -131,8 +131,9 @@ def vid_forward_flops(cfg: Config, batch: int = 1) -> dict[str, float]:
     Returns:
         {"encoders": the 3D convs of both latent encoders at every scale, "fusion": the 1x1x1
         convs into the memory, "self_attention_scores": QK^T and AV over the N x G motion
-        tokens (G entity groups per frame), "cross_attention_scores": those queries x the memory, "attention_projections": q, kv, out
-        of both attentions (the memory's kv projection included), "feed_forward",
+        tokens (G entity groups per frame), "cross_attention_scores": those queries x the
+        memory, "attention_projections": q, kv, out of both attentions (the memory's kv
+        projection included), "feed_forward",
         "modulation": adaLN linears of the layers and the head, "embeddings": motion Linears
         and time MLP, "heads": the output Linears, "total"}.
     """

@@ -335,9 +335,9 @@ def run(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
     wrapped = VideoVAE(vae)
     after = {name: reconstruction(wrapped, getattr(evaluated, name))
              for name in ("video", "motion_video")}
+    picture = reconstruction_picture(wrapped, evaluated)
     write_bytes(join(codec.output, PREVIEW_NAME),
-                iio.imwrite("<bytes>", reconstruction_picture(wrapped, evaluated), extension=".png"),
-                cfg.storage)
+                iio.imwrite("<bytes>", picture, extension=".png"), cfg.storage)
     # 5. Text.
     vocabulary = prompt_vocabulary(train.prompts + (val.prompts if val is not None else []))
     tokenizer = build_tokenizer(vocabulary, cfg.model.max_text_tokens)
