@@ -231,12 +231,14 @@ def model(args: argparse.Namespace) -> Rows:
     scheduler = Schedule(cfg.diffusion).sampling_scheduler("ddim", 50)
     frames = {}
     stages = {
-        "VID (guidance, no grad)": lambda: vid(one.motion, one.video_latent, one.motion_latent, t),
+        "VID (guidance, no grad)": lambda: vid(one.motion, one.video_latent, one.motion_latent, t,
+                                                 one.text),
         "Proj (render motion video)": lambda: frames.update(v=_proj(cfg, one)),
         "VAE encode (guidance)": lambda: vae.encode(frames["v"]),
         "SViMo": lambda: svimo(one.video_latent, image, one.text, t, one.motion_latent,
                                one.motion_latent),
-        "VID (on SViMo's x0)": lambda: vid(one.motion, one.video_latent, one.motion_latent, t),
+        "VID (on SViMo's x0)": lambda: vid(one.motion, one.video_latent, one.motion_latent, t,
+                                             one.text),
         "scheduler steps (x3)": lambda: [step(scheduler, x, 981, x) for x in
                                          (one.video_latent, one.motion_latent, one.motion)],
     }

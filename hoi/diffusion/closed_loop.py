@@ -1,8 +1,8 @@
 """The closed-loop training objective of SViMo and VID (paper section 3.5, algorithm 1).
 
-    (z_t^V, z_t^M) --VID no-grad--> (h~0, o~0) --Proj--> M~ --VAE--> z~_0^M   (guidance)
+    (z_t^V, z_t^M, P) --VID no-grad--> (h~0, o~0) --Proj--> M~ --VAE--> z~_0^M   (guidance)
     SViMo(z_t^V + z_I, z_t^M + z~_0^M, P, t) -> (x0^V, x0^M)
-    VID((h_t, o_t), (x0^V, x0^M), t) -> (h0, o0)   with gradient into SViMo (constraint)
+    VID((h_t, o_t), (x0^V, x0^M, P), t) -> (h0, o0)   with gradient into SViMo (constraint)
     L = w1 L_SViMo + w2 L_VID
 
 Variants (the paper's ablations, `loop.variant`):
@@ -83,7 +83,7 @@ class ClosedLoop:
             z_v_vid, z_m_vid = (torch.where(clean[:, None, None, None, None], x0, x_t)
                                 for x0, x_t in ((batch.video_latent, z_v),
                                                 (batch.motion_latent, z_m)))
-            terms = _prefixed(vid_loss(self.vid(motion_t, z_v_vid, z_m_vid, t), batch.motion),
+            terms = _prefixed(vid_loss(self.vid(motion_t, z_v_vid, z_m_vid, t, batch.text), batch.motion),
                               "vid")
             terms["total"] = terms["vid"]
             return terms
@@ -92,11 +92,11 @@ class ClosedLoop:
         vid_on_noisy = None
         if loop.variant == "guidance_only":
             # VID learns from the noisy latents; its (detached) estimate is also the guidance
-            vid_on_noisy = self.vid(motion_t, z_v, z_m, t)
+            vid_on_noisy = self.vid(motion_t, z_v, z_m, t, batch.text)
             guidance = render_guidance(vid_on_noisy.detach(), batch.K, self.vae, cfg)
         elif loop.variant == "full":
             with torch.no_grad():
-                guidance = render_guidance(self.vid(motion_t, z_v, z_m, t), batch.K,
+                guidance = render_guidance(self.vid(motion_t, z_v, z_m, t, batch.text), batch.K,
                                            self.vae, cfg)
         elif loop.variant == "video_model":
             guidance = batch.motion_latent
@@ -119,7 +119,7 @@ class ClosedLoop:
 
         # 4. VID's loss: through SViMo's x0 predictions (gradient constraint) or not at all.
         if loop.variant in ("full", "gradient_only"):
-            vid_motion = self.vid(motion_t, x0_v, x0_m, t)
+            vid_motion = self.vid(motion_t, x0_v, x0_m, t, batch.text)
         else:
             vid_motion = vid_on_noisy
         if vid_motion is not None:

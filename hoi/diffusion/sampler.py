@@ -120,14 +120,14 @@ class Sampler:
             if known_m_lat is not None:
                 guidance = known_m_lat
             elif variant in GUIDED_VARIANTS:
-                guidance = render_guidance(self.vid(x_h, z_v, z_m, t), K, self.vae, cfg)
+                guidance = render_guidance(self.vid(x_h, z_v, z_m, t, text), K, self.vae, cfg)
             else:
                 guidance = torch.zeros_like(z_m)
             # 3b. SViMo, then VID on its predictions
             x0_v, x0_m = self._svimo(z_v, image, text, t, z_m, guidance, scale, null_text)
             x0_v = known_v_lat if known_v_lat is not None else x0_v
             x0_m = known_m_lat if known_m_lat is not None else x0_m
-            x0_h = known_motion if known_motion is not None else self.vid(x_h, x0_v, x0_m, t)
+            x0_h = known_motion if known_motion is not None else self.vid(x_h, x0_v, x0_m, t, text)
             # 3c. one posterior step for all three (equation 3 / DDIM)
             if variant != "motion_model":
                 z_v = step(scheduler, x0_v, t_scalar, z_v, generator)

@@ -121,8 +121,9 @@ def vid_scale_grids(cfg: Config) -> list[tuple[int, int, int]]:
 
 
 def vid_memory_length(cfg: Config) -> int:
-    """Cross-attention memory tokens L = sum over scales of F h_s w_s (69,290 for svimo-5b)."""
-    return sum(f * h * w for f, h, w in vid_scale_grids(cfg))
+    """Cross-attention memory tokens: sum over scales of F h_s w_s, plus the text tokens
+    (69,290 + 226 for svimo-5b)."""
+    return sum(f * h * w for f, h, w in vid_scale_grids(cfg)) + cfg.model.max_text_tokens
 
 
 def vid_forward_flops(cfg: Config, batch: int = 1) -> dict[str, float]:
@@ -134,8 +135,8 @@ def vid_forward_flops(cfg: Config, batch: int = 1) -> dict[str, float]:
         tokens (G entity groups per frame), "cross_attention_scores": those queries x the
         memory, "attention_projections": q, kv, out of both attentions (the memory's kv
         projection included), "feed_forward",
-        "modulation": adaLN linears of the layers and the head, "embeddings": motion Linears
-        and time MLP, "heads": the output Linears, "total"}.
+        "modulation": adaLN linears of the layers and the head, "embeddings": motion Linears,
+        time MLP and the text projection, "heads": the output Linears, "total"}.
     """
     v = cfg.vid
     D, frames = v.hidden_size, cfg.data.num_frames
@@ -166,7 +167,8 @@ def vid_forward_flops(cfg: Config, batch: int = 1) -> dict[str, float]:
                        + _linear(batch, D, OUTPUT_MODULATION * D)),
         # each group's Linear maps its share of the coordinates: all groups, one per frame
         "embeddings": (_linear(batch * frames, coordinates, D)
-                       + _linear(batch, TIMESTEP_FREQUENCIES, D) + _linear(batch, D, D)),
+                       + _linear(batch, TIMESTEP_FREQUENCIES, D) + _linear(batch, D, D)
+                       + _linear(batch * cfg.model.max_text_tokens, cfg.model.text_embed_dim, D)),
         "heads": _linear(batch * frames, D, coordinates),
     }
     return _with_total(parts)

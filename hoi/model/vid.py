@@ -3,7 +3,7 @@
 VID denoises an explicit 3D motion, hand joints and object points, given the video latent and
 the motion latent of the synchronized diffusion::
 
-    x0_hat = VID(motion_t, video_latent, motion_latent, t)
+    x0_hat = VID(motion_t, video_latent, motion_latent, t, text)
 
 The network only predicts; noise schedules and losses live in ``hoi.diffusion``.
 
@@ -16,7 +16,10 @@ The network only predicts; noise schedules and losses live in ``hoi.diffusion``.
    both the fusion and the projection: it equals the sum of a projection of each stream).
    Tokens get a temporal encoding in *video frame* units (latent frame k at video frame 4k),
    a 2D spatial encoding of cell centres normalised to [0, 1] (so that all scales share one
-   coordinate system) and a learned per-scale embedding; all scales are concatenated.
+   coordinate system) and a learned per-scale embedding; all scales are concatenated. The
+   prompt's text features, projected to the same width, join the memory (`text_embed`): the
+   prompt names the action, tool and target, which fix most of the motion, and the latents
+   VID reads at sampling are SViMo's estimates (decision in docs/model.md).
 3. **Denoiser** (`VIDLayer`): per video frame one token per entity group
    (`cfg.vid.tokens`): "entity" gives the left hand, right hand, tool and target a token each
    (a Linear from that group's coordinates, plus a learned group embedding), so each can find
@@ -349,6 +352,8 @@ class VID(Pretrained):
         self.video_encoder = LatentEncoder(cfg.latent.channels, channels)
         self.motion_encoder = LatentEncoder(cfg.latent.channels, channels)
         self.fusion = FeatureFusion(channels, vid.hidden_size, cfg.latent.temporal_compression)
+        self.text_embed = nn.Sequential(nn.Linear(cfg.model.text_embed_dim, vid.hidden_size),
+                                        nn.LayerNorm(vid.hidden_size))
         self.groups = ENTITY_GROUPS[vid.tokens]
         self.motion_embed = nn.ModuleList(nn.Linear(3 * (stop - start), vid.hidden_size)
                                           for start, stop in self.groups)
@@ -386,7 +391,7 @@ class VID(Pretrained):
         return self.fusion(video_features, motion_features)
 
     def forward(self, motion_t: torch.Tensor, video_latent: torch.Tensor,
-                motion_latent: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                motion_latent: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Predict the clean motion.
 
         Args:
@@ -394,6 +399,7 @@ class VID(Pretrained):
             video_latent: (B, F, C, h, w) video latent, F = (N - 1) / 4 + 1 normally.
             motion_latent: (B, F, C, h, w) latent of the rendered motion video.
             t: (B,) integer timesteps.
+            text: (B, L, model.text_embed_dim) the prompt's features, as SViMo gets them.
         Returns:
             (B, N, 340, 3) x0_hat.
         """
@@ -401,11 +407,12 @@ class VID(Pretrained):
         if motion_t.shape[2:] != (NUM_ENTITIES, 3):
             raise ValueError(f"motion must be (B, N, {NUM_ENTITIES}, 3), "
                              f"got {tuple(motion_t.shape)}")
-        if t.shape != (batch,) or video_latent.shape[0] != batch:
+        if t.shape != (batch,) or video_latent.shape[0] != batch or text.shape[0] != batch:
             raise ValueError(f"batch sizes differ: motion {batch}, t {tuple(t.shape)}, "
-                             f"latents {video_latent.shape[0]}")
-        # 1. memory from both latent streams
-        memory = self.encode_latents(video_latent, motion_latent)
+                             f"latents {video_latent.shape[0]}, text {text.shape[0]}")
+        # 1. memory from both latent streams and the prompt
+        memory = torch.cat([self.encode_latents(video_latent, motion_latent),
+                            self.text_embed(text.to(self.text_embed[0].weight.dtype))], dim=1)
         # 2. one token per entity group and video frame, timed in video frames like the memory
         x = torch.stack([embed(motion_t[:, :, start:stop].flatten(2)) for embed, (start, stop)
                          in zip(self.motion_embed, self.groups, strict=True)], dim=2)

@@ -47,7 +47,7 @@ VID_PARTS = {
     "attention_projections": (rf"{LAYER}\.(self|cross)_attn\.(to_q|to_kv|to_out)", None),
     "feed_forward": (rf"{LAYER}\.ff", None),
     "modulation": (rf"({LAYER}|head)\.modulation", None),
-    "embeddings": (r"motion_embed\.\d+|time_embed", None),
+    "embeddings": (r"motion_embed\.\d+|time_embed|text_embed", None),
     "heads": (r"head\.linears\.\d+", None),
 }
 
@@ -93,7 +93,8 @@ def _vid_inputs(cfg: Config, batch: int) -> tuple[torch.Tensor, ...]:
     F, h, w = cfg.latent_shape
     latent = torch.zeros(batch, F, cfg.latent.channels, h, w)
     motion = torch.zeros(batch, cfg.data.num_frames, NUM_ENTITIES, 3)
-    return motion, latent, latent, torch.zeros(batch, dtype=torch.long)
+    text = torch.zeros(batch, cfg.model.max_text_tokens, cfg.model.text_embed_dim)
+    return motion, latent, latent, torch.zeros(batch, dtype=torch.long), text
 
 
 def _on(device: str, build, cfg: Config):
@@ -174,7 +175,7 @@ def test_svimo_5b_matches_the_counter_and_is_plausible() -> None:
 @pytest.mark.parametrize("tokens", ["entity", "frame"])
 def test_vid_5b_matches_the_counter(tokens: str) -> None:
     cfg = _config("svimo-5b", "--vid.tokens", tokens)
-    assert vid_memory_length(cfg) == 13 * (52 * 78 + 26 * 39 + 13 * 20)
+    assert vid_memory_length(cfg) == 13 * (52 * 78 + 26 * 39 + 13 * 20) + 226
     model = _on("meta", VID, cfg)
     with torch.device("meta"):
         measured = _measured(_count(lambda: model(*_vid_inputs(cfg, 1))), "VID", VID_PARTS)

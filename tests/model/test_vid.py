@@ -42,7 +42,8 @@ def make_model(cfg: Config, seed: int = 0) -> VID:
 def make_inputs(cfg: Config, batch: int = 2, frames: int | None = None,
                 latent_shape: tuple[int, int, int] | None = None, seed: int = 0,
                 device: str | None = None) -> tuple[torch.Tensor, ...]:
-    """(motion_t, video_latent, motion_latent, t) for `cfg`'s clip size unless overridden."""
+    """(motion_t, video_latent, motion_latent, t, text) for `cfg`'s clip size unless
+    overridden."""
     g = torch.Generator().manual_seed(seed)
     n = cfg.data.num_frames if frames is None else frames
     f, h, w = cfg.latent_shape if latent_shape is None else latent_shape
@@ -51,7 +52,9 @@ def make_inputs(cfg: Config, batch: int = 2, frames: int | None = None,
     video_latent = torch.randn(batch, f, c, h, w, generator=g)
     motion_latent = torch.randn(batch, f, c, h, w, generator=g)
     t = torch.randint(0, cfg.diffusion.num_train_timesteps, (batch,), generator=g)
-    return tuple(x.to(device) if device else x for x in (motion, video_latent, motion_latent, t))
+    text = torch.randn(batch, cfg.model.max_text_tokens, cfg.model.text_embed_dim, generator=g)
+    return tuple(x.to(device) if device else x
+                 for x in (motion, video_latent, motion_latent, t, text))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,15 +129,17 @@ def test_batch_entries_are_independent(tiny: Config) -> None:
 
 def test_rejects_mismatched_inputs(tiny: Config) -> None:
     model = make_model(tiny)
-    motion, video, motion_latent, t = make_inputs(tiny)
+    motion, video, motion_latent, t, text = make_inputs(tiny)
     with pytest.raises(ValueError, match="340"):
-        model(motion[:, :, :100], video, motion_latent, t)
+        model(motion[:, :, :100], video, motion_latent, t, text)
     with pytest.raises(ValueError, match="same shape"):
-        model(motion, video, motion_latent[:, :2], t)
+        model(motion, video, motion_latent[:, :2], t, text)
     with pytest.raises(ValueError, match="16"):
-        model(motion, video[:, :, :8], motion_latent[:, :, :8], t)
+        model(motion, video[:, :, :8], motion_latent[:, :, :8], t, text)
     with pytest.raises(ValueError, match="batch"):
-        model(motion, video, motion_latent, t[:1])
+        model(motion, video, motion_latent, t[:1], text)
+    with pytest.raises(ValueError, match="text 1"):
+        model(motion, video, motion_latent, t, text[:1])
 
 
 def _layer_params(d: int) -> int:
@@ -184,15 +189,16 @@ def test_same_seed_same_weights(tiny: Config) -> None:
 
 def test_output_depends_on_every_input(tiny: Config) -> None:
     model = make_model(tiny).eval()
-    motion, video, motion_latent, t = make_inputs(tiny)
+    motion, video, motion_latent, t, text = make_inputs(tiny)
     other = make_inputs(tiny, seed=1)
     with torch.no_grad():
-        base = model(motion, video, motion_latent, t)
+        base = model(motion, video, motion_latent, t, text)
         changed = {
-            "motion_t": model(other[0], video, motion_latent, t),
-            "video_latent": model(motion, other[1], motion_latent, t),
-            "motion_latent": model(motion, video, other[2], t),
-            "t": model(motion, video, motion_latent, (t + 500) % 1000),
+            "motion_t": model(other[0], video, motion_latent, t, text),
+            "video_latent": model(motion, other[1], motion_latent, t, text),
+            "motion_latent": model(motion, video, other[2], t, text),
+            "t": model(motion, video, motion_latent, (t + 500) % 1000, text),
+            "text": model(motion, video, motion_latent, t, other[4]),
         }
     for name, out in changed.items():
         relative = (out - base).norm() / base.norm()
@@ -201,13 +207,13 @@ def test_output_depends_on_every_input(tiny: Config) -> None:
 
 def test_x0_loss_reaches_every_parameter(tiny: Config) -> None:
     model = make_model(tiny)
-    motion, video, motion_latent, t = make_inputs(tiny)
-    target = torch.randn_like(motion)
-    torch.mean((model(motion, video, motion_latent, t) - target) ** 2).backward()
+    inputs = make_inputs(tiny)
+    target = torch.randn_like(inputs[0])
+    torch.mean((model(*inputs) - target) ** 2).backward()
     missing = [n for n, p in model.named_parameters()
                if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
     assert missing == []
-    for part in ("video_encoder", "motion_encoder", "fusion", "layers", "head"):
+    for part in ("video_encoder", "motion_encoder", "fusion", "text_embed", "layers", "head"):
         assert any(n.startswith(part) for n, _ in model.named_parameters())
 
 
@@ -231,19 +237,42 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny: Config) -> None:
 
 def test_overfits_a_fixed_noised_batch(tiny: Config) -> None:
     model = make_model(tiny)
-    motion, video, motion_latent, _ = make_inputs(tiny)
+    motion, video, motion_latent, _, text = make_inputs(tiny)
     g = torch.Generator().manual_seed(2)
     x0 = torch.randn(motion.shape, generator=g)
-    t = torch.tensor([500, 900])  # mostly noise: x0 must come from the latents and positions
+    t = torch.tensor([500, 900])  # mostly noise: x0 must come from the conditions and positions
     alpha_bar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)[t].view(-1, 1, 1, 1)
     x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * torch.randn(x0.shape, generator=g)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(100):
-        loss = torch.mean((model(x_t, video, motion_latent, t) - x0) ** 2)
+        loss = torch.mean((model(x_t, video, motion_latent, t, text) - x0) ** 2)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
     assert losses[0] > 0.5  # near E[x0^2] = 1: the head starts small
     assert losses[-1] < losses[0] / 100
+
+
+def test_tells_clips_apart_by_their_prompt_alone(tiny: Config) -> None:
+    """Two clips with the same latents and pure-noise motion input but different prompts and
+    different clean motions: only the text path can tell them apart."""
+    model = make_model(tiny)
+    motion, video, motion_latent, _, text = make_inputs(tiny)
+    same = lambda x: x[:1].expand_as(x)  # noqa: E731
+    video, motion_latent, x_t = same(video), same(motion_latent), same(motion)
+    x0 = torch.randn(motion.shape, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor([999, 999])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(150):
+        loss = torch.mean((model(x_t, video, motion_latent, t, text) - x0) ** 2)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        out = model(x_t, video, motion_latent, t, text)
+    # each clip's output is near its own motion, not the pair's mean (error 0.5 per coordinate)
+    assert torch.mean((out - x0) ** 2) < 0.1
+    swapped = model(x_t, video, motion_latent, t, text.flip(0)).detach()
+    assert torch.mean((swapped - x0.flip(0)) ** 2) < 0.1
