@@ -3,8 +3,9 @@
     python jobs/train_local.py --config configs/default.yaml --steps 600 --out outputs/local
 
 Reads the shards at prepare.output (train and val splits). Writes svimo/ and vid/ (our
-checkpoint format), history.json (loss terms per step), metrics.json (per sampling mode,
-on validation clips) and previews/<mode>.{mp4,png}. For cluster-scale training use
+checkpoint format; svimo-masked/ and vid-masked/ after the masked stage), history.json (loss
+terms per step), metrics.json (per sampling mode, on validation clips) and
+previews/<mode>.{mp4,png} (and <mode>-gallery.png). For cluster-scale training use
 jobs/train.py.
 """
 
@@ -28,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
     parser.add_argument("--mask-steps", type=int, default=100,
                         help="extra steps with the asymmetric motion mask (CoInteract's second "
-                             "stage), saved as svimo-masked/ for the video-only mode; 0: none")
+                             "stage), saved as svimo-masked/ and vid-masked/ for the video-only "
+                             "mode; 0: none")
     parser.add_argument("--eval-clips", type=int, default=4, help="validation clips sampled")
     parser.add_argument("--sample-steps", type=int, default=50, help="sampling steps")
     parser.add_argument("--out", default="outputs/local", help="output directory")
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                                        models=(svimo, vid), start_step=args.steps)
         history += more
         svimo.save_pretrained(str(out / "svimo-masked"))
+        vid.save_pretrained(str(out / "vid-masked"))  # VID trains on in this stage too
         masked = evaluate(cfg, svimo, vid, vae, text_encoder, val, num_steps=args.sample_steps,
                           out_dir=out / "previews-masked", modes=("joint", "video_only"))
         metrics |= {f"masked_{mode}": row for mode, row in masked.items()}

@@ -54,11 +54,10 @@ def preview_frames(video: np.ndarray, motion_video: np.ndarray, joints: np.ndarr
         (N, H2, W2, 3) uint8: four panels of scale * (H, W) each under a title row.
     """
     n, h, w, _ = video.shape
-    scale = max(1, math.ceil(PANEL_HEIGHT / h))
+    scale = _scale(h)
     ph, pw = h * scale, w * scale
-    up = lambda x: x.repeat(scale, axis=-3).repeat(scale, axis=-2)  # noqa: E731
-    overlay = np.where(motion_video.any(-1, keepdims=True), motion_video, video)
-    panels = np.concatenate([up(video), up(motion_video), up(overlay)], axis=2)
+    panels = np.concatenate([_upscale(x, scale) for x in
+                             (video, motion_video, overlay(video, motion_video))], axis=2)
 
     # One figure, exactly 4 panels wide in pixels at dpi 100; the 3D axes fill the last panel.
     fig = Figure(figsize=(4 * pw / 100, (ph + TITLE_HEIGHT) / 100), dpi=100, facecolor="black")
@@ -84,6 +83,38 @@ def preview_frames(video: np.ndarray, motion_video: np.ndarray, joints: np.ndarr
         image[TITLE_HEIGHT:TITLE_HEIGHT + ph, :3 * pw] = panels[i]
         frames.append(image)
     return np.stack(frames)
+
+
+def overlay(frames: np.ndarray, motion_video: np.ndarray) -> np.ndarray:
+    """Frames (..., H, W, 3) with the motion video's non-black pixels drawn on top."""
+    return np.where(motion_video.any(-1, keepdims=True), motion_video, frames)
+
+
+def write_motion_gallery(path: str | Path, video: np.ndarray, generated: np.ndarray,
+                         motion_video: np.ndarray, generated_motion_video: np.ndarray) -> Path:
+    """A PNG of one row per clip, four panels of its last frame: the true video | the
+    generated video | the true video under the true motion | the true video under the
+    generated motion (so a motion placed on the wrong object, or off the hands, shows).
+
+    Args: (B, N, H, W, 3) uint8 each; the motion videos drawn with each clip's camera."""
+    last = lambda x: x[:, -1]  # noqa: E731
+    panels = [last(video), last(generated), overlay(last(video), last(motion_video)),
+              overlay(last(video), last(generated_motion_video))]
+    rows = _upscale(np.concatenate(panels, axis=2), _scale(video.shape[2]))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, np.concatenate(list(rows), axis=0))
+    return path
+
+
+def _scale(height: int) -> int:
+    """Whole upscaling factor that brings a panel to at least PANEL_HEIGHT pixels."""
+    return max(1, math.ceil(PANEL_HEIGHT / height))
+
+
+def _upscale(frames: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour upscaling of (..., H, W, C) frames."""
+    return frames.repeat(scale, axis=-3).repeat(scale, axis=-2)
 
 
 def write_preview(path_stem: str | Path, video: np.ndarray, motion_video: np.ndarray,

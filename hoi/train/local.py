@@ -39,11 +39,14 @@ from hoi.metrics.motion import (
 from hoi.model.encoders import TextEncoder, VideoVAE
 from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
-from hoi.render.export import write_mp4, write_preview
+from hoi.render.export import write_motion_gallery, write_mp4, write_preview
 from hoi.render.motion_video import render_motion_video
 from hoi.storage import resolve
 
 log = logging.getLogger(__name__)
+
+GALLERY_CLIPS = 4
+"""Validation clips in each mode's gallery picture."""
 
 
 def load_clips(root: str, split: str, cfg: Config, storage: StorageConfig | None = None,
@@ -122,8 +125,10 @@ def evaluate(cfg: Config, svimo: SViMo, vid: VID, vae: VideoVAE, text_encoder: T
     to the tool (mm; the ground truth's own value is reported as `gt_hand_tool_mm`).
     `reference` holds the same
     motion errors for a *wrong* clip's ground truth (clips paired off by one), the level a
-    motion that ignores its conditions would reach. Previews of the first clip per mode go
-    to `out_dir` when given."""
+    motion that ignores its conditions would reach. With `out_dir`, each mode writes a preview
+    of the first clip (`<mode>.mp4/.png`) and, where it makes motion, `<mode>-gallery.png`:
+    the last frames of the first `GALLERY_CLIPS` clips, true and generated, with the true and
+    the generated motion drawn over the true frame."""
     g = torch.Generator().manual_seed(seed)
     collated = collate_clips(clips)
     gt_video = collated["video"]
@@ -150,6 +155,9 @@ def evaluate(cfg: Config, svimo: SViMo, vid: VID, vae: VideoVAE, text_encoder: T
         results[mode] = row
         if out_dir is not None:
             _preview(cfg, Path(out_dir) / mode, video[0], sample, batch.K[0], clips[0].fps)
+            if sample.motion is not None:
+                _gallery(cfg, Path(out_dir) / f"{mode}-gallery.png", gt_video, video,
+                         collated["motion_video"], sample.motion, batch.K)
     return results
 
 
@@ -193,6 +201,18 @@ def _motion_metrics(joints: torch.Tensor, points: torch.Tensor, gt_joints: torch
             "object_centre_px": reprojection_error(*centres, K).mean().item(),
             "hand_tool_mm": mm(hand_tool_distance(joints, points)),
             "gt_hand_tool_mm": mm(hand_tool_distance(gt_joints, gt_points))}
+
+
+def _gallery(cfg: Config, path: Path, gt_video: torch.Tensor, video: torch.Tensor,
+             gt_motion_video: torch.Tensor, motion: torch.Tensor, K: torch.Tensor) -> None:
+    n = min(GALLERY_CLIPS, len(video))
+    joints, points = unpack(_metres(cfg, motion[:n]))
+    eye, zero = torch.eye(3).expand(n, 3, 3), torch.zeros(n, 3)  # the motion is camera-frame
+    motion_video = render_motion_video(joints, points, K[:n], eye, zero, cfg.data.height,
+                                       cfg.data.width)
+    write_motion_gallery(path, *(x[:n].to(torch.uint8).numpy() for x in
+                                 (gt_video, video, gt_motion_video, motion_video)))
+    log.info("gallery %s", path)
 
 
 def _preview(cfg: Config, stem: Path, video: torch.Tensor, sample, K: torch.Tensor,

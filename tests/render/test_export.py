@@ -12,6 +12,7 @@ from hoi.render.export import (
     SHEET_FRAMES,
     TITLE_HEIGHT,
     preview_frames,
+    write_motion_gallery,
     write_mp4,
     write_preview,
 )
@@ -69,3 +70,24 @@ def test_write_preview_writes_video_and_contact_sheet(clip, tmp_path):
     sheet = iio.imread(png)
     assert len(video) == N
     assert sheet.shape == (SHEET_FRAMES * video.shape[1], video.shape[2], 3)
+
+
+def test_motion_gallery_shows_last_frames_and_both_motions(tmp_path):
+    """Rows = clips; panels: true | generated | true + true motion | true + generated motion,
+    each the clip's last frame upscaled."""
+    rng = np.random.default_rng(1)
+    video, generated = (rng.integers(0, 256, (2, N, H, W, 3), np.uint8) for _ in range(2))
+    truth, guess = (np.zeros((2, N, H, W, 3), np.uint8) for _ in range(2))
+    truth[:, -1, 2:4, 5:7] = 255        # the true motion's pixels, last frame only
+    guess[:, -1, 20:22, 30:32] = 200    # the generated motion's, elsewhere
+    path = write_motion_gallery(tmp_path / "g.png", video, generated, truth, guess)
+    s = -(-PANEL_HEIGHT // H)
+    picture = iio.imread(path)
+    assert picture.shape == (2 * s * H, 4 * s * W, 3)
+    panels = picture.reshape(2, H, s, 4, W, s, 3)[:, :, 0, :, :, 0]  # (clip, H, panel, W, 3)
+    np.testing.assert_array_equal(panels[:, :, 0], video[:, -1])
+    np.testing.assert_array_equal(panels[:, :, 1], generated[:, -1])
+    for panel, (drawn, (r, c)) in ((2, (truth, (2, 5))), (3, (guess, (20, 30)))):
+        np.testing.assert_array_equal(panels[:, r, panel, c], drawn[:, -1, r, c])
+        mask = ~drawn[:, -1].any(-1)  # elsewhere: the true frame
+        np.testing.assert_array_equal(panels[:, :, panel][mask], video[:, -1][mask])

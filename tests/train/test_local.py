@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import imageio.v3 as iio
+import numpy as np
 import pytest
 import torch
 
@@ -55,10 +57,22 @@ def test_train_local_job(tmp_path, ray_local):
     assert metrics["motion_to_video"]["joints_px"] == 0.0 < metrics["reference"]["joints_px"]
     assert not SViMo.from_pretrained(str(out / "svimo")).config.model.motion_attention_mask
     assert SViMo.from_pretrained(str(out / "svimo-masked")).config.model.motion_attention_mask
-    VID.from_pretrained(str(out / "vid"))
+    vid, vid_masked = (VID.from_pretrained(str(out / name)) for name in ("vid", "vid-masked"))
+    # the masked stage trains VID on: its VID is saved with it
+    assert any(not torch.equal(a, b) for a, b in zip(vid.state_dict().values(),
+                                                     vid_masked.state_dict().values()))
     for mode in ("joint", "motion_to_video", "video_to_motion"):
         assert (out / "previews" / f"{mode}.png").stat().st_size > 0
     assert (out / "previews-masked" / "video_only.mp4").stat().st_size > 0
+    # galleries: 2 clips x 4 panels; in motion_to_video the generated motion is the given one,
+    # so its overlay panel is the true motion's (drawn from camera-frame instead of world
+    # coordinates: a rounding may move a stamp's edge pixel)
+    for mode in ("joint", "video_to_motion", "motion_to_video"):
+        picture = iio.imread(out / "previews" / f"{mode}-gallery.png")
+        assert picture.shape == (2 * 8 * 32, 4 * 8 * 48, 3)
+    panels = np.split(picture, 4, axis=1)
+    assert (panels[2] == panels[3]).all(-1).mean() > 0.99
+    assert not (out / "previews-masked" / "video_only-gallery.png").exists()
 
 
 def test_bad_encoder_path_is_a_clear_error(tmp_path, capsys):
