@@ -83,8 +83,8 @@ class ClosedLoop:
             z_v_vid, z_m_vid = (torch.where(clean[:, None, None, None, None], x0, x_t)
                                 for x0, x_t in ((batch.video_latent, z_v),
                                                 (batch.motion_latent, z_m)))
-            terms = _prefixed(vid_loss(self.vid(motion_t, z_v_vid, z_m_vid, t, batch.text), batch.motion),
-                              "vid")
+            estimate = self.vid(motion_t, z_v_vid, z_m_vid, t, batch.text)
+            terms = _prefixed(vid_loss(estimate, batch.motion), "vid")
             terms["total"] = terms["vid"]
             return terms
 
