@@ -2,9 +2,10 @@
 
 1. Shards with one action/target combination held out of training (`prepare.holdout`): the
    val split has new seeds, the heldout split only that combination.
-2. VID warms up once (`loop.vid_warmup_steps`); every variant then trains on from a copy of it
-   for the same joint steps, on the same clips, batches and noise (`train_local`, one process):
-   full, guidance_only, gradient_only, no_vid, and the two halves of "VModel w/ Pred. Mot.",
+2. VID warms up once (`loop.vid_warmup_steps`; SViMo's video stream with it where
+   `loop.svimo_warmup`); every variant then trains on from a copy of both for the same joint
+   steps, on the same clips, batches and noise (`train_local`, one process): full,
+   guidance_only, gradient_only, no_vid, and the two halves of "VModel w/ Pred. Mot.",
    video_model and motion_model, exported together as one paired model.
 3. `hoi.evaluation.run` scores each row on both splits (the same metrics as jobs/evaluate.py).
 4. `results.md` (our rows next to the paper's), `results.csv`, `metrics.png` and
@@ -157,7 +158,8 @@ def train_variants(cfg: Config, root: Path, budget: Budget, rows: list = ROWS, *
 
 def _warm_up(cfg: Config, clips, vae, text_encoder, directory: Path, budget: Budget,
              common: dict[str, Any]) -> tuple[SViMo, VID]:
-    """VID's warm-up (SViMo untouched), trained once and kept in directory."""
+    """The warm-up (VID; SViMo's video stream too with `loop.svimo_warmup`), trained once
+    and kept in directory."""
     if (directory / "vid" / "config.json").is_file():
         return (SViMo.from_pretrained(str(directory / "svimo")),
                 VID.from_pretrained(str(directory / "vid")))

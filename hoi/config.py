@@ -209,6 +209,10 @@ class LoopConfig:
     motion's t. On noised latents alone VID learns to ignore them (at high t they are noise,
     at low t the motion itself says more); clean ones are what SViMo's x0 predictions, which
     VID reads in the joint phase and at sampling, converge to."""
+    svimo_warmup: bool = False
+    """Train SViMo's video stream during VID's warm-up, as the video model does (video loss,
+    the clip's true motion latent as guidance). For models trained from scratch: a foundation
+    checkpoint already brings a video model, and the paper warms VID up alone."""
 
     def __post_init__(self) -> None:
         _require(self.svimo_weight >= 0 and self.vid_weight >= 0, "loop weights must be >= 0")
@@ -684,6 +688,11 @@ FLAVOURS: dict[str, dict[str, Any]] = {
                   "text_embed_dim": 64, "max_text_tokens": 16},
         "vid": {"hidden_size": 128, "num_layers": 4, "num_heads": 4,
                 "encoder_channels": [64, 128]},
+        # No video backbone to start from (docs/model.md, session 9): x0-prediction, which
+        # leaves no amplified noise in the last steps, and SViMo's video stream pre-trained
+        # during VID's warm-up.
+        "diffusion": {"prediction": "x0"},
+        "loop": {"svimo_warmup": True},
         "train": {"batch_size": 4, "learning_rate": 1e-3},
     },
     # The paper's exact sizes (SPEC section 2).

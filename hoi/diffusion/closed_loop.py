@@ -20,7 +20,9 @@ warm-up alone (and in "guidance_only" from the noisy latents), and at sampling i
 final latents to the 3D motion.
 The warm-up phase trains VID alone on the latents noised to the motion's t (its equation 6
 as written) or, for a `loop.vid_warmup_clean` share of the clips, on the clean latents that
-SViMo's x0 predictions stand for in the joint phase.
+SViMo's x0 predictions stand for in the joint phase. With `loop.svimo_warmup`, SViMo's video
+stream learns in the same steps as the video model does (video loss, the true motion latent
+in the guidance slot): the pre-training that a model built from scratch lacks.
 """
 
 from __future__ import annotations
@@ -86,6 +88,11 @@ class ClosedLoop:
             estimate = self.vid(motion_t, z_v_vid, z_m_vid, t, batch.text)
             terms = _prefixed(vid_loss(estimate, batch.motion), "vid")
             terms["total"] = terms["vid"]
+            if loop.svimo_warmup:  # the video loss alone: the motion stream's is not trained
+                video = self._svimo_terms(batch, z_v, z_m, t, batch.motion_latent,
+                                          generator)[0]["svimo_video"]
+                terms["svimo_video"] = video
+                terms["total"] = terms["total"] + loop.svimo_weight * video
             return terms
 
         # 2. Interaction guidance: VID without gradient -> Proj -> VAE (algorithm 1, line 8-9).
@@ -106,14 +113,7 @@ class ClosedLoop:
             z_v = noise["video"]
 
         # 3. SViMo on (z_t^V + z_I, z_t^M + z~_0^M, P, t), conditions dropped for CFG.
-        text, image = drop_conditions(batch.text, batch.image_latent, self.null_text,
-                                      cfg.diffusion.condition_dropout, generator)
-        image = image_condition(image, z_v.shape[1], cfg.diffusion.image_latent)
-        pred_v, pred_m = self.svimo(z_v, image, text, t, z_m, guidance)
-        x0_v = schedule.x0_from(pred_v, z_v, t, cfg.diffusion.prediction)
-        x0_m = schedule.x0_from(pred_m, z_m, t, cfg.diffusion.prediction)
-        terms = _prefixed(svimo_loss(x0_v, batch.video_latent, x0_m, batch.motion_latent),
-                          "svimo")
+        terms, x0_v, x0_m = self._svimo_terms(batch, z_v, z_m, t, guidance, generator)
         trained = {"video_model": "svimo_video", "motion_model": "svimo_motion"}
         total = loop.svimo_weight * terms[trained.get(loop.variant, "svimo")]
 
@@ -127,6 +127,23 @@ class ClosedLoop:
             total = total + loop.vid_weight * terms["vid"]
         terms["total"] = total
         return terms
+
+
+    def _svimo_terms(self, batch: TrainBatch, z_v: torch.Tensor, z_m: torch.Tensor,
+                     t: torch.Tensor, guidance: torch.Tensor, generator: torch.Generator
+                     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """SViMo's loss terms (equation 5) and x0 estimates of both latents, with text and
+        image dropped together for classifier-free guidance."""
+        cfg = self.cfg
+        text, image = drop_conditions(batch.text, batch.image_latent, self.null_text,
+                                      cfg.diffusion.condition_dropout, generator)
+        image = image_condition(image, z_v.shape[1], cfg.diffusion.image_latent)
+        pred_v, pred_m = self.svimo(z_v, image, text, t, z_m, guidance)
+        x0_v = self.schedule.x0_from(pred_v, z_v, t, cfg.diffusion.prediction)
+        x0_m = self.schedule.x0_from(pred_m, z_m, t, cfg.diffusion.prediction)
+        terms = _prefixed(svimo_loss(x0_v, batch.video_latent, x0_m, batch.motion_latent),
+                          "svimo")
+        return terms, x0_v, x0_m
 
 
 def _randn_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

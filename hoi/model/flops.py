@@ -195,7 +195,7 @@ def training_step_flops(cfg: Config, batch: int) -> float:
     Excluded, by convention: the VAE encode of the guidance render and the rendering itself
     (frozen and outside the two networks), the optimizer, element-wise work (see the module
     docstring), and the recomputation of gradient checkpointing: these are model FLOPs, the
-    numerator of MFU, not the hardware's FLOPs. The warm-up phase costs 3 x VID forward.
+    numerator of MFU, not the hardware's FLOPs. The warm-up phase: `warmup_step_flops`.
     """
     svimo = svimo_forward_flops(cfg, batch, motion=True)["total"]
     vid = vid_forward_flops(cfg, batch)["total"]
@@ -206,5 +206,14 @@ def training_step_flops(cfg: Config, batch: int) -> float:
     return trained + vid if variant == "full" else trained
 
 
+def warmup_step_flops(cfg: Config, batch: int) -> float:
+    """Model FLOPs of one warm-up step over `batch` clips: 3 x VID forward, plus 3 x SViMo
+    forward when SViMo's video stream trains too (`loop.svimo_warmup`)."""
+    flops = vid_forward_flops(cfg, batch)["total"]
+    if cfg.loop.svimo_warmup:
+        flops += svimo_forward_flops(cfg, batch, motion=True)["total"]
+    return BACKWARD_FACTOR * flops
+
+
 __all__ = ["svimo_forward_flops", "training_step_flops", "vid_forward_flops",
-           "vid_memory_length", "vid_scale_grids"]
+           "vid_memory_length", "vid_scale_grids", "warmup_step_flops"]

@@ -106,7 +106,8 @@ def train_local(cfg: Config, clips: list[Clip] | TrainBatch, vae: VideoVAE,
             "step": start_step + step, "grad_norm": grad_norm.item(), "lr": sched.get_last_lr()[0],
             "seconds": time.perf_counter() - start}
         history.append(row)
-        bar.set_postfix(loss=f"{row['total']:.3f}", svimo=f"{row.get('svimo', 0):.3f}",
+        svimo_term = row.get("svimo", row.get("svimo_video", 0))  # warm-up: the video term
+        bar.set_postfix(loss=f"{row['total']:.3f}", svimo=f"{svimo_term:.3f}",
                         vid=f"{row.get('vid', 0):.3f}")
     return svimo.eval(), vid.eval(), history
 

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from hoi.config import Config
-from hoi.model.flops import BACKWARD_FACTOR, training_step_flops, vid_forward_flops
+from hoi.model.flops import training_step_flops, warmup_step_flops
 
 # bf16 dense peak TFLOP/s per device, by a substring of torch.cuda.get_device_name().
 KNOWN_PEAKS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -54,7 +54,7 @@ class Meter:
         clips = t.batch_size * t.gradient_accumulation
         self.flops_per_step = {
             "joint": training_step_flops(cfg, clips),
-            "warmup": BACKWARD_FACTOR * vid_forward_flops(cfg, clips)["total"]}
+            "warmup": warmup_step_flops(cfg, clips)}
 
     def restart(self) -> None:
         """Start a new window now (after setup or a resume's skipping, which are no step's

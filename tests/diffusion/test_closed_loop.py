@@ -93,6 +93,20 @@ def test_warmup_trains_vid_alone(batch):
     assert _grads(terms["total"], parts.svimo) == 0 and _grads(terms["total"], parts.vid) > 0
 
 
+def test_svimo_warmup_trains_the_video_stream_on_the_true_motion_latent(batch):
+    loop, parts = _loop("full", **{"loop.vid_warmup_steps": 10, "loop.svimo_warmup": True})
+    guidance = []
+    parts.svimo.register_forward_pre_hook(lambda module, args: guidance.append(args[5]))
+    terms = loop.losses(batch, torch.Generator().manual_seed(0), phase="warmup")
+    assert torch.equal(guidance[-1], batch.motion_latent)  # the video model's guidance
+    assert "svimo" not in terms  # the motion stream's loss is not trained, nor reported
+    torch.testing.assert_close(terms["total"], terms["vid"] + terms["svimo_video"])
+    # the video stream learns; the motion head and VID's loss stay out of SViMo
+    assert _grads(terms["total"], parts.svimo.head) > 0
+    assert _grads(terms["total"], parts.svimo.motion_head) == 0
+    assert _grads(terms["vid"], parts.svimo) == 0 and _grads(terms["vid"], parts.vid) > 0
+
+
 @pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
 def test_warmup_feeds_vid_the_clean_latents_of_its_share_of_clips(batch, share):
     loop, parts = _loop("full", **{"loop.vid_warmup_clean": share})

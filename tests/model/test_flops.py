@@ -24,6 +24,7 @@ from hoi.model.flops import (
     training_step_flops,
     vid_forward_flops,
     vid_memory_length,
+    warmup_step_flops,
 )
 from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
@@ -213,3 +214,12 @@ def test_training_step_by_variant() -> None:
     for variant, flops in expected.items():
         cfg = _config("svimo-small", "--loop.variant", variant)
         assert training_step_flops(cfg, 4) == pytest.approx(flops, rel=1e-12)
+
+
+def test_warmup_step_trains_svimo_only_with_svimo_warmup() -> None:
+    svimo = svimo_forward_flops(_config("svimo-small"), 4)["total"]
+    vid = vid_forward_flops(_config("svimo-small"), 4)["total"]
+    on = _config("svimo-small", "--loop.svimo_warmup", "true")
+    off = _config("svimo-small", "--loop.svimo_warmup", "false")
+    assert warmup_step_flops(on, 4) == pytest.approx(3 * (svimo + vid), rel=1e-12)
+    assert warmup_step_flops(off, 4) == pytest.approx(3 * vid, rel=1e-12)
