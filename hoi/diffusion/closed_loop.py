@@ -128,7 +128,6 @@ class ClosedLoop:
         terms["total"] = total
         return terms
 
-
     def _svimo_terms(self, batch: TrainBatch, z_v: torch.Tensor, z_m: torch.Tensor,
                      t: torch.Tensor, guidance: torch.Tensor, generator: torch.Generator
                      ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:

@@ -142,13 +142,15 @@ def test_bad_inputs_fail_before_any_worker_starts(inputs, tmp_path, ray_local):
 
 
 def test_train_on_s3_checkpoints_and_resumes_with_stages_and_ema(inputs, s3, ray_local):
-    """Two workers, ZeRO-2, two micro-batches per step, EMA, two resolution stages; shards,
-    encoders and the run all on S3."""
+    """Two workers, ZeRO-2, two micro-batches per step, EMA, two resolution stages, a
+    warm-up step that trains VID and SViMo's video stream; shards, encoders and the run all
+    on S3."""
     root = s3.fresh_root()
     s3_inputs = write_train_inputs(root, s3.storage)
     storage = ["--storage.endpoint_url", s3.endpoint_url, "--train.storage_path", f"{root}/runs",
                "--train.run_name", "staged", "--train.ema_decay", "0.5",
-               "--train.gradient_accumulation", "2"]
+               "--train.gradient_accumulation", "2", "--loop.vid_warmup_steps", "1",
+               "--loop.svimo_warmup", "true"]
     first = _cfg(*s3_inputs, *RUN, *storage, "--train.steps", "4", "--train.checkpoint_every",
                  "2", "--train.stages", "[[16, 32, 2], [32, 48, 2]]")
     result = fit(first)
@@ -212,7 +214,8 @@ def test_a_killed_worker_is_replaced_and_the_run_resumes_from_its_checkpoint(
         inputs, tmp_path, ray_local):
     cfg = _cfg(*inputs, *RUN, "--train.storage_path", str(tmp_path / "runs"), "--train.run_name",
                "killed", "--train.steps", "8", "--train.checkpoint_every", "3",
-               "--train.zero_stage", "3", "--train.max_failures", "1")
+               "--train.zero_stage", "3", "--train.max_failures", "1",
+               "--loop.vid_warmup_steps", "1", "--loop.svimo_warmup", "true")
     killed: dict = {}
     watcher = threading.Thread(target=_kill_a_worker_after,
                                args=(tmp_path / "runs" / "killed", "checkpoint-00000003", killed))
