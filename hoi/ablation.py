@@ -124,7 +124,7 @@ def check_models(models: tuple[str, ...]) -> None:
 
 def train_variants(cfg: Config, root: Path, budget: Budget, rows: list = ROWS, *,
                    progress: bool = True) -> dict[str, list[dict[str, float]]]:
-    """Train what is missing under root: warmup/ (VID alone), then one directory per
+    """Train what is missing under root: warmup/ (`_warm_up`), then one directory per
     variant; the separate models are exported together as separate/. Returns the loss
     history of every variant."""
     variants = [v for *_, row_variants in rows for v in row_variants]
@@ -233,7 +233,7 @@ def write_report(cfg: Config, out: Path, budget: Budget,
     """results.md, results.csv, metrics.png, losses.png."""
     heads = {key: (head, up, fmt) for key, head, up, fmt in evaluation.COLUMNS}
     lines = ["# Ablation at small scale (paper table 3)", "",
-             f"svimo-small, {_count(cfg)}; every variant: VID warm-up {budget.warmup_steps} "
+             f"svimo-small, {_count(cfg)}; every variant: warm-up {budget.warmup_steps} "
              f"steps (shared), then {budget.joint_steps} joint steps of {budget.batch_size} "
              f"clips at lr {budget.lr}; sampling {cfg.evaluate.num_steps} steps, seeds "
              f"{list(cfg.evaluate.seeds)}. Held out: `{cfg.prepare.holdout}`.", ""]

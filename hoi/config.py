@@ -203,7 +203,8 @@ class LoopConfig:
     vid_weight: float = 0.05
     """w2 on L_VID."""
     vid_warmup_steps: int = 0
-    """Steps that train VID alone before the joint phase (5k in the paper)."""
+    """Warm-up steps before the joint phase (5k in the paper): VID alone, or with SViMo's
+    video stream (`svimo_warmup`)."""
     vid_warmup_clean: float = 0.5
     """Share of warm-up clips whose latents reach VID clean (z_0) instead of noised to the
     motion's t. On noised latents alone VID learns to ignore them (at high t they are noise,

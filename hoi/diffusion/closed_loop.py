@@ -58,7 +58,7 @@ class ClosedLoop:
         self.schedule = schedule or Schedule(cfg.diffusion)
 
     def phase(self, step: int) -> Phase:
-        """VID warms up alone for `loop.vid_warmup_steps` steps, then the joint phase."""
+        """The warm-up for `loop.vid_warmup_steps` steps, then the joint phase."""
         return "warmup" if step < self.cfg.loop.vid_warmup_steps else "joint"
 
     def losses(self, batch: TrainBatch, generator: torch.Generator, phase: Phase = "joint"
