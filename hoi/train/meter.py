@@ -2,8 +2,8 @@
 
 Per optimiser step a worker records its loss terms (averaged over micro-steps), the seconds
 spent waiting for the data iterator and the seconds of the whole step. Every
-`train.log_every` steps the window is averaged across workers (one all-reduce) and turned
-into the reported row:
+`train.log_every` steps the window is averaged across workers (one all-reduce, on the
+training device: NCCL reduces CUDA tensors only) and turned into the reported row:
 
     samples_per_s   clips trained per second, all workers together
     tokens_per_s    samples_per_s x the joint attention sequence (text + video + motion)
@@ -40,8 +40,9 @@ def peak_tflops(cfg: Config, device: torch.device) -> float | None:
 class Meter:
     """Accumulates one logging window of steps on one worker."""
 
-    def __init__(self, cfg: Config, world_size: int, peak: float | None):
-        self.world_size, self.peak = world_size, peak
+    def __init__(self, cfg: Config, world_size: int, peak: float | None, device: torch.device):
+        """device: the training device, where the window's sums live and are reduced."""
+        self.world_size, self.peak, self.device = world_size, peak, device
         self.set_stage(cfg)
         self._reset()
 
@@ -62,7 +63,7 @@ class Meter:
         self._reset()
 
     def _reset(self) -> None:
-        self.terms: dict[str, torch.Tensor | float] = {}
+        self.terms: dict[str, torch.Tensor] = {}
         self.micro_steps = 0
         self.steps = 0
         self.flops = 0.0
@@ -75,7 +76,9 @@ class Meter:
     def micro_step(self, terms: dict[str, torch.Tensor]) -> None:
         """Add a micro-step's loss terms; summed on their device (no host sync per step)."""
         for name, value in terms.items():
-            self.terms[name] = self.terms.get(name, 0.0) + value.detach().float()
+            total = self.terms.get(name)
+            value = value.detach().to(self.device, torch.float64)
+            self.terms[name] = value if total is None else total + value
         self.micro_steps += 1
 
     def step(self, phase: str) -> None:
@@ -86,12 +89,14 @@ class Meter:
         """The window's metrics, averaged across workers (collective), and a new window."""
         seconds = time.perf_counter() - self._mark
         names = sorted(self.terms)
-        means = [float(self.terms[n]) / max(1, self.micro_steps) for n in names]  # host syncs: here only
-        values = torch.tensor(means + [self.wait, seconds], dtype=torch.float64)
+        timing = torch.tensor([self.wait, seconds], dtype=torch.float64, device=self.device)
+        values = torch.cat([torch.stack([self.terms[n] for n in names]) / max(1, self.micro_steps),
+                            timing]) if names else timing
         if dist.is_initialized():
-            dist.all_reduce(values)  # gloo and NCCL both reduce float64 on the CPU tensor path
+            # on the training device: NCCL takes CUDA tensors only (gloo would hide a CPU one)
+            dist.all_reduce(values)
             values /= dist.get_world_size()
-        *means, wait, seconds = values.tolist()
+        *means, wait, seconds = values.tolist()  # the window's one host sync
         steps = max(1, self.steps)
         row = dict(zip(names, means, strict=True))
         samples_per_s = self.samples_per_step * steps / seconds
