@@ -36,7 +36,7 @@ from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
 from hoi.render.motion_video import render_motion_video
 from hoi.storage import exists, join, list_files, read_text
-from hoi.train.checkpoint import CHECKPOINT_PREFIX, STATE_NAME
+from hoi.train import checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -276,25 +276,37 @@ def model_config(model_dir: str, storage: StorageConfig) -> Config:
 
 
 def find_model(path: str, storage: StorageConfig) -> str:
-    """The exported model directory at `path`: itself, its model/ (a checkpoint), or the
-    model/ of the latest complete checkpoint of a run directory. FileNotFoundError says what
-    was looked for."""
+    """The exported model directory at `path`: itself, the model/ of a complete checkpoint,
+    or the model/ of the latest complete checkpoint of a run directory. A checkpoint is
+    complete when `checkpoint.verify` finds every file its train_state.json lists (a crash or
+    an upload under way leaves some out); incomplete ones of a run are skipped with a
+    warning. FileNotFoundError says what was looked for."""
     path = path.rstrip("/")
-    for candidate in (path, join(path, MODEL_DIR)):
-        if exists(join(candidate, PIPELINE_NAME), storage):
-            return candidate
+    if exists(join(path, PIPELINE_NAME), storage):
+        return path
+    if exists(join(path, MODEL_DIR, PIPELINE_NAME), storage):
+        try:
+            checkpoint.verify(path, storage)
+        except checkpoint.CheckpointError as e:
+            raise FileNotFoundError(str(e)) from None
+        return join(path, MODEL_DIR)
     try:
         names = list_files(path, storage)
     except FileNotFoundError:
         raise FileNotFoundError(f"nothing at {path!r}: give a training run, a checkpoint or an "
                                 f"exported model directory") from None
-    complete = sorted({n.split("/")[0] for n in names
-                       if n.startswith(CHECKPOINT_PREFIX) and n.endswith("/" + STATE_NAME)})
-    if not complete:
-        raise FileNotFoundError(f"{path!r} holds no {PIPELINE_NAME} and no complete "
-                                f"{CHECKPOINT_PREFIX}* directory: has the run saved a "
-                                f"checkpoint yet?")
-    return join(path, complete[-1], MODEL_DIR)
+    listed = sorted({n.split("/")[0] for n in names if n.startswith(checkpoint.CHECKPOINT_PREFIX)
+                     and n.endswith("/" + checkpoint.STATE_NAME)}, reverse=True)
+    for name in listed:
+        try:
+            checkpoint.verify(join(path, name), storage)
+        except checkpoint.CheckpointError as e:
+            log.warning("skipping %s", e)
+            continue
+        return join(path, name, MODEL_DIR)
+    raise FileNotFoundError(f"{path!r} holds no {PIPELINE_NAME} and no complete "
+                            f"{checkpoint.CHECKPOINT_PREFIX}* directory: has the run saved a "
+                            f"checkpoint yet?")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -115,25 +115,47 @@ def test_video_only_needs_a_masked_model(tmp_path: Path) -> None:
         unmasked(image(), PROMPT, mode="video_only", num_steps=1)
 
 
+def _checkpoint(run: Path, step: int, model_dir: str) -> Path:
+    """A checkpoint directory as training leaves it: model/ and a train_state.json listing
+    every file."""
+    directory = run / f"checkpoint-{step:08d}"
+    shutil.copytree(model_dir, directory / "model")
+    files = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+    (directory / "train_state.json").write_text(json.dumps({"step": step, "files": files}))
+    return directory
+
+
+def _upload(directory: Path, root: str, storage: StorageConfig) -> None:
+    for path in directory.rglob("*"):
+        if path.is_file():
+            write_bytes(join(root, path.relative_to(directory).as_posix()), path.read_bytes(),
+                        storage)
+
+
 def test_loads_from_a_run_a_checkpoint_or_s3(model_dir: str, tmp_path: Path, s3) -> None:
     run = tmp_path / "run"
     for step in (3, 7):
-        shutil.copytree(model_dir, run / f"checkpoint-{step:08d}" / "model")
-        (run / f"checkpoint-{step:08d}" / "train_state.json").write_text("{}")
-    shutil.copytree(model_dir, run / "checkpoint-00000009" / "model")  # incomplete: no state
+        _checkpoint(run, step, model_dir)
+    shutil.copytree(model_dir, run / "checkpoint-00000009" / "model")  # no state: incomplete
+    # a half-uploaded checkpoint: its state lists weights that are not there (yet)
+    (_checkpoint(run, 8, model_dir) / "model" / "svimo" / "model.safetensors").unlink()
     assert find_model(str(run), StorageConfig()) == str(run / "checkpoint-00000007" / "model")
     assert find_model(str(run / "checkpoint-00000003"), StorageConfig()).endswith(
         "checkpoint-00000003/model")
+    for incomplete in ("checkpoint-00000008", "checkpoint-00000009"):
+        with pytest.raises(FileNotFoundError, match="the checkpoint is incomplete"):
+            find_model(str(run / incomplete), StorageConfig())
     with pytest.raises(FileNotFoundError, match="no complete checkpoint-"):
         find_model(str(tmp_path), StorageConfig())
     with pytest.raises(FileNotFoundError, match="nothing at"):
         find_model(str(tmp_path / "absent"), StorageConfig())
+    # the same run on S3: the same choice
+    s3_run = s3.fresh_root()
+    _upload(run, s3_run, s3.storage)
+    assert find_model(s3_run, s3.storage) == f"{s3_run}/checkpoint-00000007/model"
 
     root = s3.fresh_root()
-    for path in Path(model_dir).parent.rglob("*"):  # the model and its codec
-        if path.is_file():
-            rel = path.relative_to(Path(model_dir).parent).as_posix()
-            write_bytes(join(root, rel), path.read_bytes(), s3.storage)
+    _upload(Path(model_dir).parent, root, s3.storage)  # the model and its codec
     local = SViMoPipeline.from_pretrained(model_dir)
     remote = SViMoPipeline.from_pretrained(
         f"{root}/model", s3.storage, vae=f"{root}/codec/vae",

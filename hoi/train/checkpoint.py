@@ -7,8 +7,8 @@ inference weights, in one directory that Ray Train persists and registers.
         ema.safetensors            the EMA weights (train.ema_decay > 0)
         model/svimo/, model/vid/   inference weights (`from_pretrained` directories; EMA ones
                                    when enabled) and model/pipeline.json
-        train_state.json           step, data position, world size and the list of
-                                   every file above, written last
+        train_state.json           step, data position (stage, micro-batches), world size
+                                   and the list of every file above, written last
 
 Atomicity: Ray Train registers a checkpoint only after every rank has uploaded its part, and
 resumes only from registered ones; in addition `verify` refuses a directory whose
@@ -28,8 +28,9 @@ import safetensors.torch
 import torch
 import torch.distributed as dist
 
-from hoi.config import Config
+from hoi.config import Config, StorageConfig
 from hoi.model.pretrained import MODEL_DIR, PIPELINE_NAME, write_pretrained
+from hoi.storage import join, list_files, read_text
 from hoi.train.engine import EMA, split_state
 
 STATE_NAME = "train_state.json"
@@ -46,10 +47,12 @@ class CheckpointError(RuntimeError):
 
 @dataclasses.dataclass
 class TrainState:
-    """Where a run is: optimiser steps done, and the data position: micro-batches each worker
-    has taken from the current stage's stream."""
+    """Where a run is: optimiser steps done, and the data position: the resolution stage whose
+    stream is being read and the micro-batches each worker has taken from it. A checkpoint at
+    the last step of a stage still names that stage: the next one starts its own stream."""
 
     step: int = 0
+    stage: int = 0
     consumed: int = 0
     world_size: int = 1
 
@@ -108,26 +111,30 @@ def export(directory: str | Path, state: dict[str, torch.Tensor], cfg: Config, s
     (root / PIPELINE_NAME).write_text(json.dumps(pipeline, indent=2))
 
 
-def verify(directory: str | Path) -> TrainState:
-    """The TrainState of a complete checkpoint directory, or CheckpointError."""
-    root = Path(directory)
-    path = root / STATE_NAME
-    if not path.is_file():
-        raise CheckpointError(f"{root}: no {STATE_NAME}; the checkpoint is incomplete")
-    content = json.loads(path.read_text())
-    missing = [f for f in content.pop("files") if not (root / f).is_file()]
+def verify(directory: str | Path, storage: StorageConfig | None = None) -> TrainState:
+    """The TrainState of a complete checkpoint directory (local or s3://): its
+    train_state.json is there and so is every file it lists; else CheckpointError."""
+    storage = storage or StorageConfig()
+    root = str(directory)
+    try:
+        content = json.loads(read_text(join(root, STATE_NAME), storage))
+    except FileNotFoundError:
+        raise CheckpointError(f"{root}: no {STATE_NAME}; the checkpoint is incomplete") from None
+    present = set(list_files(root, storage))
+    missing = [f for f in content.pop("files", []) if f not in present]
     if missing:
         raise CheckpointError(f"{root}: {len(missing)} listed files are missing, e.g. "
                               f"{missing[:3]}; the checkpoint is incomplete")
     try:
         return TrainState(**content)
     except TypeError as e:
-        raise CheckpointError(f"{path}: not a train state this version writes ({e})") from e
+        raise CheckpointError(f"{root}/{STATE_NAME}: not a train state this version writes "
+                              f"({e})") from e
 
 
 def load(directory: str | Path, engine: Any, ema: EMA | None) -> TrainState:
-    """Restore the engine (weights, optimizer, LR schedule) and EMA from a verified
-    checkpoint; returns the saved TrainState. Every rank calls this."""
+    """Restore the engine (weights, optimizer, LR schedule) and EMA from a verified local
+    checkpoint directory; returns the saved TrainState. Every rank calls this."""
     state = verify(directory)
     world = dist.get_world_size() if dist.is_initialized() else 1
     if state.world_size != world:
