@@ -341,6 +341,10 @@ class TrainConfig:
     """Where checkpoints, metrics and exported weights go (local or s3://)."""
     steps: int = 200
     """Optimiser steps in all (VID warm-up included)."""
+    stop_at_step: int | None = None
+    """End this run after that optimiser step, with a checkpoint there (a time-limited
+    allocation, a planned pause); the learning-rate schedule and the stages still span
+    `steps`, and running the same run name again continues. None: run to `steps`."""
     stages: tuple[tuple[int, ...], ...] = ()
     """Resolution stages as [height, width, steps] rows run in order, steps summing to
     `steps` (the paper: 240 x 368 then 416 x 624); empty: one stage at data.height x width.
@@ -368,6 +372,10 @@ class TrainConfig:
     """Ray Train workers (one per GPU on GPU clusters)."""
     use_gpu: bool = False
     """One GPU per worker."""
+    accelerator_type: str | None = None
+    """The GPU model (Ray's accelerator type: A100, H100, L40S, ...) that train workers and
+    encoder actors run on, which keeps them off a cluster's other GPU nodes (Serve's); the
+    node type must offer the `accelerator_type:<model>` resource. None: any node."""
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     """How Ray places the workers on nodes: PACK fills a node's GPUs first (NVLink within a
     node); STRICT_SPREAD puts each worker on its own node."""
@@ -400,6 +408,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _require(self.steps >= 1, "train.steps must be >= 1")
+        _require(self.stop_at_step is None or 1 <= self.stop_at_step <= self.steps,
+                 "train.stop_at_step must be in [1, train.steps] (or null)")
         _require(self.batch_size >= 1 and self.gradient_accumulation >= 1,
                  "train.batch_size and train.gradient_accumulation must be >= 1")
         _require(self.num_workers >= 1 and self.encode_actors >= 1,

@@ -8,7 +8,8 @@
 Encoding runs in the pipeline, ahead of the step (`train.prefetch_batches`), so a train
 worker only waits for data when the pipeline falls behind; `hoi.train.meter` measures that
 wait. Nothing is materialised. A stage is one stream over as many seeded passes (epochs) of
-the shard files as its steps need, so its encoder actors start once, not once per epoch.
+the shard files as its steps need, so its encoder actors start once, not once per epoch; its
+order is kept (`ingest_config`), so a resumed run reads what the uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import ray
+import ray.train
 import torch
 import torch.nn.functional as F
 
@@ -108,7 +110,19 @@ def stage_dataset(cfg: Config, shards: list[tuple[str, int]], stage: int) -> ray
         Encoder, fn_constructor_kwargs={"cfg": cfg.to_dict(), "height": height, "width": width},
         batch_size=t.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=t.encode_actors),
-        num_cpus=t.encode_cpus, num_gpus=t.encode_gpus or None)
+        num_cpus=t.encode_cpus, num_gpus=t.encode_gpus or None,
+        accelerator_type=t.accelerator_type)
+
+
+def ingest_config() -> ray.train.DataConfig:
+    """Ray Train's ingest with the stream's order kept: every run of a stage reads its
+    batches in the same order and splits them the same way across workers (the splitter then
+    deals each block to the worker with the fewest rows so far), so a resume that skips the
+    micro-batches taken before its checkpoint skips exactly those, and the run continues as
+    the uninterrupted one would. Without it Ray Data yields blocks as they finish."""
+    options = ray.train.DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return ray.train.DataConfig(execution_options=options)
 
 
 def to_train_batch(batch: dict[str, torch.Tensor], device: torch.device) -> TrainBatch:

@@ -1,7 +1,8 @@
 """`train_loop_per_worker`: what every Ray Train worker runs.
 
-1. Build SViMo + VID (the same seeded initial weights on every rank), the frozen VAE for
-   the closed loop's guidance, and the DeepSpeed engine.
+1. Build SViMo + VID (the same seeded initial weights on every rank; SViMo partitioned from
+   the start under ZeRO-3), the frozen VAE for the closed loop's guidance, and the DeepSpeed
+   engine.
 2. Resume from `ray.train.get_checkpoint()` when Ray hands one over (a restarted worker
    group, or a rerun of the same run name): weights, optimizer, LR schedule, EMA, step and
    data position.
@@ -31,12 +32,9 @@ from ray.train.v2._internal.execution import context as ray_train_context
 
 from hoi.config import Config, from_dict
 from hoi.model.encoders import VideoVAE
-from hoi.model.svimo import SViMo
-from hoi.model.vid import VID
-from hoi.model.weights import load_cogvideox
 from hoi.train import checkpoint
 from hoi.train.data import to_train_batch
-from hoi.train.engine import EMA, TrainSystem, build_engine
+from hoi.train.engine import EMA, TrainSystem, build_engine, build_models
 from hoi.train.meter import Meter, peak_tflops, progress_line
 
 log = logging.getLogger(__name__)
@@ -45,17 +43,6 @@ log = logging.getLogger(__name__)
 def stage_name(index: int) -> str:
     """Ray Train dataset name of resolution stage `index`."""
     return f"stage{index}"
-
-
-def build_models(cfg: Config) -> tuple[SViMo, VID]:
-    """SViMo from train.init_from's CogVideoX weights, or fresh; VID fresh. Seeded by
-    train.seed: identical on every rank."""
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.train.seed)
-        vid = VID(cfg)
-        if cfg.train.init_from is not None:
-            return load_cogvideox(cfg.train.init_from, cfg, cfg.storage).train(), vid
-        return SViMo(cfg), vid
 
 
 def _generator(device: torch.device, seed: int, rank: int, step: int, micro: int
@@ -93,7 +80,7 @@ class WorkerRun:
         # Ray Train logs every report call of every rank at INFO; the step line says more
         logging.getLogger(ray_train_context.__file__).setLevel(logging.WARNING)
         # 1. Models, frozen VAE, engine.
-        svimo, vid = build_models(cfg)
+        svimo, vid = build_models(cfg, self.world, self.device)
         vae = VideoVAE.load(cfg.encoders.vae, cfg.storage, slicing=cfg.encoders.vae_slicing,
                             tiling=cfg.encoders.vae_tiling, device=self.device)
         null_text = null_text.to(self.device)
@@ -102,7 +89,7 @@ class WorkerRun:
         if self.engine.bfloat16_enabled():
             vae.to(dtype=torch.bfloat16)
         self.ema = EMA(self.engine.module, t.ema_decay) if t.ema_decay > 0 else None
-        self.meter = Meter(cfg, self.world, peak_tflops(cfg, self.device))
+        self.meter = Meter(cfg, self.world, peak_tflops(cfg, self.device), self.device)
         # 2. Resume.
         self.state = checkpoint.TrainState(world_size=self.world)
         restored = ray.train.get_checkpoint()
@@ -111,23 +98,28 @@ class WorkerRun:
                 self.state = checkpoint.load(directory, self.engine, self.ema)
         self.resumed_from = self.state.step
         if restored is not None and self.rank == 0:
-            log.info("resumed at step %d (%d micro-batches into the stage's stream)",
-                     self.state.step, self.state.consumed)
+            log.info("resumed at step %d (%d micro-batches into stage %d's stream)",
+                     self.state.step, self.state.consumed, self.state.stage + 1)
 
     def run(self) -> None:
-        """3. Every resolution stage not yet done, each one stream of batches."""
+        """3. Every resolution stage not yet done, each one stream of batches, up to the
+        run's last step (train.steps, or train.stop_at_step)."""
         stages = self.cfg.train_stages()
+        last = self.cfg.train.stop_at_step or self.cfg.train.steps
         end = 0
         for index, (height, width, steps) in enumerate(stages):
             end += steps
             if self.state.step >= end:
                 continue
+            if self.state.step >= last:
+                break
+            if self.state.stage != index:  # a stage's own stream, read from its start
+                self.state.stage, self.state.consumed = index, 0
             stage_cfg = self.cfg.at_size(height, width)
             self.engine.module.set_size(stage_cfg)
             self.meter.set_stage(stage_cfg)
-            self._stage(ray.train.get_dataset_shard(stage_name(index)), end, index, len(stages),
-                        stage_cfg)
-            self.state.consumed = 0  # the next stage streams its own dataset
+            self._stage(ray.train.get_dataset_shard(stage_name(index)), min(end, last), index,
+                        len(stages), stage_cfg)
 
     def _stage(self, shard: Any, end: int, stage: int, stages: int, stage_cfg: Config) -> None:
         """Train on this worker's share of the stage's stream until step `end`. Resuming,
@@ -170,10 +162,10 @@ class WorkerRun:
 
     def _report(self, stage: int, stages: int, stage_cfg: Config) -> None:
         """4. Metrics every log_every steps; with a checkpoint every checkpoint_every steps
-        and at the last step (`ray.train.report` is a barrier: every rank calls it equally
-        often)."""
+        and at the run's last step (`ray.train.report` is a barrier: every rank calls it
+        equally often)."""
         t, state = self.cfg.train, self.state
-        save = state.step % t.checkpoint_every == 0 or state.step == t.steps
+        save = state.step % t.checkpoint_every == 0 or state.step in (t.steps, t.stop_at_step)
         if not (save or state.step % t.log_every == 0):
             return
         row = self.meter.report()
