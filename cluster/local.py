@@ -1,6 +1,7 @@
 """A multi-node Ray cluster on one machine: a head and `--nodes - 1` workers on 127.0.0.1.
 
     python -m cluster.local start [--nodes 2] [--cpus-per-node 2] [--state DIR]
+                                  [--node-types ray_cluster.yaml]
     python -m cluster.local stop [--state DIR]
 
 Each node is its own `ray start --block` process (own raylet, object store and resources),
@@ -10,6 +11,10 @@ a temp dir of its own, so it never touches another Ray instance on the machine (
 `/tmp/ray` session, a test suite's instance). `start` writes the addresses to
 `<state>/cluster.json`; `stop` ends only the processes that `start` launched and anything
 still running from the cluster's own temp dir, never a `ray stop` of the whole machine.
+
+With node types (`--node-types` takes a cluster-launcher config's worker types) the head runs
+Ray's autoscaler with its fake multi-node provider: nodes of those types start on this machine
+when work waits for them, as a cloud cluster's GPU nodes do from zero.
 """
 
 from __future__ import annotations
@@ -29,9 +34,13 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import yaml
+
 DEFAULT_STATE = ".ray-local"
 """Where `start` keeps the cluster description and node logs (relative to the cwd)."""
 STATE_FILE = "cluster.json"
+AUTOSCALING_FILE = "autoscaling.yaml"
+"""The fake autoscaling cluster's launcher config (`start(node_types=...)`)."""
 STARTUP_TIMEOUT_S = 90.0
 LEFTOVER_GRACE_S = 5.0
 
@@ -108,7 +117,8 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 def start(state: str | Path = DEFAULT_STATE, nodes: int = 2, cpus_per_node: float = 2,
-          object_store_mb: int = 512, env: dict[str, str] | None = None) -> LocalCluster:
+          object_store_mb: int = 512, env: dict[str, str] | None = None,
+          node_types: dict[str, dict] | None = None) -> LocalCluster:
     """Start a head and `nodes - 1` worker nodes on 127.0.0.1; return once all are alive.
 
     Args:
@@ -118,6 +128,11 @@ def start(state: str | Path = DEFAULT_STATE, nodes: int = 2, cpus_per_node: floa
         object_store_mb: object store size of each node.
         env: environment of the node processes (default: this process's); this Python's
             bin directory is put first on PATH, so the nodes run this environment's Python.
+        node_types: worker node types the head's autoscaler starts on demand, as a launcher
+            config's `available_node_types` ({name: {"resources": {...}, "max_workers": n}});
+            Ray's fake multi-node provider runs each such node as a raylet on this machine
+            (resources such as GPUs are only advertised). Their maxima are reported to the
+            GCS as on a cloud cluster (`cluster.node_types`).
     """
     state = Path(state).absolute()
     if (state / STATE_FILE).exists():
@@ -135,12 +150,20 @@ def start(state: str | Path = DEFAULT_STATE, nodes: int = 2, cpus_per_node: floa
     resources = ["--num-cpus", f"{cpus_per_node:g}",
                  "--object-store-memory", str(object_store_mb * 1024 * 1024)]
     head_log = state / "node-0.log"
+    address = f"127.0.0.1:{gcs_port}"
+    autoscaling: list[str] = []
+    if node_types:
+        launcher = state / AUTOSCALING_FILE
+        launcher.write_text(yaml.safe_dump(_autoscaling_config(address, cpus_per_node,
+                                                               node_types)))
+        autoscaling = ["--autoscaling-config", str(launcher)]
+        # Ray's fake multi-node provider, checking for new demand every second
+        env |= {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
     procs = [_ray_start(["--head", "--port", str(gcs_port), "--dashboard-host", "127.0.0.1",
                          "--dashboard-port", str(dashboard_port), "--ray-client-server-port",
-                         str(free_port()), "--temp-dir", temp_dir, *resources,
+                         str(free_port()), "--temp-dir", temp_dir, *resources, *autoscaling,
                          *_node_ports()], head_log, env)]
     logs = [head_log]
-    address = f"127.0.0.1:{gcs_port}"
     dashboard_url = f"http://127.0.0.1:{dashboard_port}"
     cluster = LocalCluster(address, dashboard_url, temp_dir, [p.pid for p in procs], [])
     _write(state, cluster)  # from here on, `stop` can clean up whatever happens
@@ -156,6 +179,11 @@ def start(state: str | Path = DEFAULT_STATE, nodes: int = 2, cpus_per_node: floa
             cluster.pids.append(procs[-1].pid)
             _write(state, cluster)
         alive = _wait_for_nodes(dashboard_url, nodes, procs, logs)
+        if node_types:
+            subprocess.run([sys.executable, "-m", "cluster.node_types",
+                            str(state / AUTOSCALING_FILE), "--address", address],
+                           env=env, check=True, capture_output=True,
+                           cwd=Path(__file__).resolve().parents[1])
     except BaseException:
         stop(state)
         raise
@@ -163,6 +191,31 @@ def start(state: str | Path = DEFAULT_STATE, nodes: int = 2, cpus_per_node: floa
     cluster.node_ids = [head, *sorted(n["node_id"] for n in alive if n["node_id"] != head)]
     _write(state, cluster)
     return cluster
+
+
+def _autoscaling_config(address: str, cpus_per_node: float, node_types: dict[str, dict]
+                        ) -> dict:
+    """A cluster-launcher config for Ray's fake multi-node provider: the head (its type
+    name is the provider's) and `node_types`, starting at zero nodes, joining `address`."""
+    workers = {name: {"node_config": {}, "min_workers": 0, **spec}
+               for name, spec in node_types.items()}
+    return {
+        "cluster_name": "svimo-local",
+        "max_workers": sum(spec["max_workers"] for spec in workers.values()),
+        "provider": {"type": "fake_multinode", "gcs_address": address,
+                     "use_node_id_as_ip": True, "disable_node_updaters": True,
+                     "disable_launch_config_check": True},
+        "available_node_types": {"ray.head.default": {
+            "resources": {"CPU": cpus_per_node}, "node_config": {}, "max_workers": 0},
+            **workers},
+        "head_node_type": "ray.head.default",
+        "upscaling_speed": 1.0, "idle_timeout_minutes": 1.0,
+        "auth": {}, "docker": {}, "file_mounts": {}, "cluster_synced_files": [],
+        "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": [],
+        "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
+        "worker_setup_commands": [], "head_start_ray_commands": [],
+        "worker_start_ray_commands": [],
+    }
 
 
 def _write(state: Path, cluster: LocalCluster) -> None:
@@ -248,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="logical CPUs each node offers")
     parser.add_argument("--object-store-mb", type=int, default=512,
                         help="object store size of each node")
+    parser.add_argument("--node-types", help="a cluster-launcher config (ray_cluster.yaml) "
+                        "whose worker node types the autoscaler starts on demand")
     args = parser.parse_args(argv)
     try:
         if args.command == "stop":
@@ -255,8 +310,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stopped the cluster of {args.state}"
                   + (f" ({left} leftover processes ended)" if left else ""))
             return 0
-        cluster = start(args.state, args.nodes, args.cpus_per_node, args.object_store_mb)
-    except (RuntimeError, FileNotFoundError, ValueError) as e:
+        node_types = None
+        if args.node_types:
+            launcher = yaml.safe_load(Path(args.node_types).read_text())
+            node_types = {name: {"resources": spec.get("resources", {}),
+                                 "max_workers": spec.get("max_workers", 1)}
+                          for name, spec in launcher["available_node_types"].items()
+                          if name != launcher["head_node_type"]}
+        cluster = start(args.state, args.nodes, args.cpus_per_node, args.object_store_mb,
+                        node_types=node_types)
+    except (RuntimeError, FileNotFoundError, ValueError, KeyError,
+            subprocess.CalledProcessError) as e:
         print(f"cluster.local: {e}", file=sys.stderr)
         return 2
     print(json.dumps(asdict(cluster), indent=2))

@@ -2,10 +2,13 @@
 
     python jobs/train.py --config configs/default.yaml [--train.steps 400 ...]
     ray job submit --working-dir . -- python jobs/train.py --config configs/default.yaml
+    python jobs/train.py --config configs/cloud.yaml --check    # would it start? (no training)
 
 Run directly it starts a local Ray; submitted, it joins the cluster. Checkpoints, metrics and
 exported inference weights go to <train.storage_path>/<train.run_name>; running again with
-the same run name resumes from the latest checkpoint.
+the same run name resumes from the latest checkpoint. With --check it runs every check made
+before a worker starts (data, encoders, settings, what the cluster can hold once its
+autoscaler has added nodes) and exits.
 """
 
 from __future__ import annotations
@@ -17,15 +20,21 @@ import ray.train
 
 from cluster.runtime import init_ray
 from hoi.cli import job_parser, parse_job
-from hoi.train.job import TrainError, exported_model, fit
+from hoi.train.job import TrainError, check, exported_model, fit
 
 
 def main(argv: list[str] | None = None) -> int:
-    _, cfg = parse_job(job_parser(__doc__), argv, "train")
+    parser = job_parser(__doc__)
+    parser.add_argument("--check", action="store_true",
+                        help="run the checks made before training starts, then exit")
+    args, cfg = parse_job(parser, argv, "train")
     if cfg is None:
         return 2
     init_ray(cfg.ray)
     try:
+        if args.check:
+            print(f"train: ready: {check(cfg).summary}")
+            return 0
         result = fit(cfg)
     except TrainError as e:
         print(f"train: {e}", file=sys.stderr)

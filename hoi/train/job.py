@@ -2,9 +2,9 @@
 
 Before any worker starts, `preflight` fails with a TrainError naming the problem when the
 shards are missing, unreadable or too few for the workers, the encoders do not load or do
-not fit the config, the DeepSpeed settings contradict each other, or the cluster lacks the
-CPUs/GPUs the run reserves. It also computes the empty prompt's T5 features once, so the
-workers never load T5.
+not fit the config, the DeepSpeed settings contradict each other, or the cluster can never
+hold the CPUs/GPUs the run reserves (counting the nodes its autoscaler may add). It also
+computes the empty prompt's T5 features once, so the workers never load T5.
 
 Runs live under `<train.storage_path>/<train.run_name>` (local or s3://). Ray Train keeps its
 checkpoint bookkeeping there, so running again with the same name resumes from the latest
@@ -23,12 +23,14 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
+from hoi import resources
 from hoi.config import Config, ConfigError
 from hoi.data.shards import ShardError, inspect_shard, list_shards
 from hoi.model.encoders import load_encoders
+from hoi.resources import Reservation, ResourceError
 from hoi.storage import exists, is_s3, join, resolve
 from hoi.train.checkpoint import MODEL_DIR
-from hoi.train.data import stage_dataset
+from hoi.train.data import ingest_config, stage_dataset
 from hoi.train.engine import deepspeed_config
 from hoi.train.loop import stage_name, train_loop_per_worker
 
@@ -41,14 +43,20 @@ class TrainError(RuntimeError):
 
 @dataclass
 class Preflight:
-    """What the checks found: training clips, and the empty prompt's features."""
+    """What the checks found: training clips, the empty prompt's features, and what the
+    cluster holds of the run's reservations."""
 
     shards: list[tuple[str, int]]
     null_text: Any
+    resources: str = ""
 
     @property
     def clips(self) -> int:
         return sum(rows for _, rows in self.shards)
+
+    @property
+    def summary(self) -> str:
+        return f"{self.clips} training clips in {len(self.shards)} shards; {self.resources}"
 
 
 def preflight(cfg: Config) -> Preflight:
@@ -85,20 +93,29 @@ def preflight(cfg: Config) -> Preflight:
     return Preflight(shards=shards, null_text=null_text)
 
 
-def check_resources(cfg: Config) -> None:
-    """The reservations of a run against the cluster's totals: Ray would otherwise wait for
-    resources that never come, silently."""
+def reservations(cfg: Config) -> list[Reservation]:
+    """What the run holds while it trains: its workers, its encoder actors and (at least) one
+    Parquet read task."""
     t = cfg.train
-    total = ray.cluster_resources()
-    cpus = t.num_workers * t.cpus_per_worker + t.encode_actors * t.encode_cpus + t.read_cpus
-    gpus = t.num_workers * int(t.use_gpu) + t.encode_actors * t.encode_gpus
-    if cpus > total.get("CPU", 0) or gpus > total.get("GPU", 0):
-        raise TrainError(
-            f"the run reserves {cpus:g} CPUs and {gpus:g} GPUs ({t.num_workers} workers x "
-            f"{t.cpus_per_worker:g} CPU{' + 1 GPU' if t.use_gpu else ''}, {t.encode_actors} "
-            f"encoders x {t.encode_cpus:g} CPU + {t.encode_gpus:g} GPU, reads {t.read_cpus:g} "
-            f"CPU) but the cluster has {total.get('CPU', 0):g} CPUs and "
-            f"{total.get('GPU', 0):g} GPUs")
+    # Ray asks 0.001 of a node's accelerator_type:<model> resource (ScalingConfig, map_batches)
+    model = {f"accelerator_type:{t.accelerator_type}": 0.001} if t.accelerator_type else {}
+    return [
+        Reservation("train worker", {"CPU": t.cpus_per_worker, "GPU": float(t.use_gpu)} | model,
+                    t.num_workers),
+        Reservation("encoder actor", {"CPU": t.encode_cpus, "GPU": t.encode_gpus} | model,
+                    t.encode_actors),
+        Reservation("read task", {"CPU": t.read_cpus}, 1),
+    ]
+
+
+def check_resources(cfg: Config) -> str:
+    """The run's reservations against what the cluster can hold, now or once its autoscaler
+    has added nodes (`hoi.resources`): Ray would otherwise wait for resources that never
+    come, silently. Returns a line saying which."""
+    try:
+        return resources.check(reservations(cfg))
+    except ResourceError as e:
+        raise TrainError(str(e)) from e
 
 
 def run_config(cfg: Config) -> ray.train.RunConfig:
@@ -126,13 +143,21 @@ def absolute_paths(cfg: Config) -> Config:
                                   storage_path=absolute(t.storage_path)))
 
 
+def check(cfg: Config) -> Preflight:
+    """Every check made before a worker starts (`preflight`, then `check_resources`); Ray
+    must be initialised. Raises TrainError naming what would stop the run."""
+    checked = preflight(cfg)
+    checked.resources = check_resources(cfg)
+    return checked
+
+
 def fit(cfg: Config) -> ray.train.Result:
     """Check, build the stage datasets, train; Ray must be initialised. Raises TrainError
     before any worker starts when the run cannot work, ray.train's TrainingFailedError when
     it failed more often than train.max_failures."""
     cfg = absolute_paths(cfg)
-    checked = preflight(cfg)
-    check_resources(cfg)
+    checked = check(cfg)
+    log.info("resources: %s", checked.resources)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours is the step line
     # Ray Data's V2 Parquet path lists files in a task that needs a whole free CPU, which the
@@ -150,10 +175,10 @@ def fit(cfg: Config) -> ray.train.Result:
         train_loop_config={"cfg": cfg.to_dict(), "null_text": checked.null_text},
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu,
-            placement_strategy=t.placement_strategy,
+            accelerator_type=t.accelerator_type, placement_strategy=t.placement_strategy,
             resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}),
         run_config=run_config(cfg),
-        datasets=datasets)
+        datasets=datasets, dataset_config=ingest_config())
     return trainer.fit()
 
 

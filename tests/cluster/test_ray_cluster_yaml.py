@@ -1,5 +1,6 @@
 """ray_cluster.yaml against Ray's own cluster-launcher schema (defaults filled as `ray up` does)."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,8 @@ from jsonschema import ValidationError
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from hoi.config import load_config
+from hoi.resources import ResourceError, check_reservations, node_types_of
+from hoi.train.job import reservations
 
 CONFIG = Path(__file__).resolve().parents[2] / "ray_cluster.yaml"
 
@@ -29,13 +32,25 @@ def test_the_check_catches_a_misspelt_field():
         validate_config(prepare_config(config))
 
 
-def test_the_cloud_run_file_fits_the_gpu_pool():
-    """configs/cloud.yaml is a valid run file whose training workers fill whole GPU nodes."""
+def test_the_cloud_run_file_fits_the_node_types_of_the_cluster_it_starts_on():
+    """configs/cloud.yaml's training run, checked as the job checks it (`hoi.resources`) on a
+    fresh cluster of ray_cluster.yaml: only the CPU head runs, and the GPU nodes come from
+    the autoscaler."""
     cfg = load_config(CONFIG.with_name("configs") / "cloud.yaml")
-    gpus_per_node = 8  # p4de.24xlarge, the gpu_worker type
+    launcher = yaml.safe_load(CONFIG.read_text())
+    types = node_types_of(launcher)
+    fresh = {"CPU": launcher["available_node_types"]["head"]["resources"]["CPU"]}
     assert cfg.flavour == "svimo-5b" and cfg.train.use_gpu
-    assert cfg.train.num_workers % gpus_per_node == 0
-    nodes = cfg.train.num_workers // gpus_per_node
-    types = yaml.safe_load(CONFIG.read_text())["available_node_types"]
-    assert nodes <= types["gpu_worker"]["max_workers"]
-    assert cfg.serve.max_replicas <= types["serve_worker"]["max_workers"]
+    assert "autoscaler adds nodes for another 56.25 CPU, 16 GPU" in check_reservations(
+        reservations(cfg), fresh, types)
+    # two more GPUs than the training pool has (the file before it left 2 GPUs to encoders);
+    # the serving nodes' GPUs do not count: they are not A100s
+    more = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, num_workers=16))
+    with pytest.raises(ResourceError, match="reserves 80 CPU, 18 GPU .* at most 192 CPU, 16 GPU"):
+        check_reservations(reservations(more), fresh, types)
+    # a worker bigger than any node
+    big = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, cpus_per_worker=100))
+    with pytest.raises(ResourceError, match="no node type can hold one train worker"):
+        check_reservations(reservations(big), fresh, types)
+    types_by_name = launcher["available_node_types"]
+    assert cfg.serve.max_replicas <= types_by_name["serve_worker"]["max_workers"]
