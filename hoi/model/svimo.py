@@ -236,24 +236,31 @@ class SViMo(Pretrained):
     def reset_parameters(self) -> None:
         """DiT's initialisation for training from scratch: Xavier linears and patch
         embeddings, zero adaLN modulation (every block starts as the identity) and zero
-        output heads. A foundation checkpoint overwrites all of it (`weights.py`)."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        for conv in (self.patch_embed.proj, self.motion_patch_embed):
-            nn.init.xavier_uniform_(conv.weight.view(conv.weight.shape[0], -1))
-            nn.init.zeros_(conv.bias)
-        for te in (self.time_embedding.linear_1, self.time_embedding.linear_2):
-            nn.init.normal_(te.weight, std=0.02)
-        zero = [self.head.norm_out.linear, self.head.proj_out,
-                self.motion_head.norm_out.linear, self.motion_head.proj_out]
+        output heads. A foundation checkpoint overwrites all of it (`weights.py`).
+
+        One `apply` over the modules, each initialised by itself: DeepSpeed's `zero.Init`
+        wraps `apply` to gather a module's partitioned parameters around the call, so the
+        same code initialises a model built sharded."""
+        zero = {self.head.norm_out.linear, self.head.proj_out, self.motion_head.norm_out.linear,
+                self.motion_head.proj_out}
         for block in self.transformer_blocks:
-            zero += [block.norm1.linear, block.norm1.motion_linear,
-                     block.norm2.linear, block.norm2.motion_linear]
-        for linear in zero:
-            nn.init.zeros_(linear.weight)
-            nn.init.zeros_(linear.bias)
+            zero |= {block.norm1.linear, block.norm1.motion_linear, block.norm2.linear,
+                     block.norm2.motion_linear}
+        time = {self.time_embedding.linear_1, self.time_embedding.linear_2}
+        patches = {self.patch_embed.proj, self.motion_patch_embed}
+
+        def init(module: nn.Module) -> None:
+            if module in zero:
+                nn.init.zeros_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif module in time:
+                nn.init.normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear) or module in patches:
+                nn.init.xavier_uniform_(module.weight.view(module.weight.shape[0], -1))
+                nn.init.zeros_(module.bias)
+
+        self.apply(init)
 
     def set_gradient_checkpointing(self, enabled: bool | Iterable[int]) -> None:
         """True/False for every block, or the indices of the blocks to checkpoint."""
@@ -274,7 +281,7 @@ class SViMo(Pretrained):
         f, h, w = self.config.token_grid
         m = self.config.model
         table = get_3d_sincos_pos_embed(m.hidden_size, (w, h), f, POS_SPATIAL_SCALE, 1.0,
-                                        output_type="pt").flatten(0, 1)
+                                        output_type="pt").flatten(0, 1).float()
         return torch.cat([table.new_zeros(m.max_text_tokens, m.hidden_size), table])[None]
 
     def rotary_embedding(self, frames: int, rows: int, cols: int, device: torch.device) -> Rope:

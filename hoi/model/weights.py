@@ -23,11 +23,13 @@ are stretched over the same 30 x 45 base grid as CogVideoX's pipeline does
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 
-import safetensors.torch
 import torch
+from safetensors import safe_open
 
 from hoi.config import Config, ConfigError, StorageConfig
 from hoi.model.pretrained import build_with_state
@@ -56,15 +58,86 @@ def load_cogvideox(path: str, cfg: Config, storage: StorageConfig | None = None,
             pipeline root with a `transformer/` subdirectory; local or s3://.
         cfg: the run config; its model sizes must match the checkpoint's (checked).
     """
+    with open_foundation(path, cfg, storage) as weights:
+        state = {name: weights[name] for name in svimo_names(cfg)}
+        weights.check_all_used()
+    return build_with_state(SViMo, cfg, state, device=device, dtype=dtype)
+
+
+def svimo_names(cfg: Config) -> list[str]:
+    """Names of SViMo's state dict for `cfg` (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        return list(SViMo(cfg).state_dict())
+
+
+@contextlib.contextmanager
+def open_foundation(path: str, cfg: Config, storage: StorageConfig | None = None
+                    ) -> Iterator[FoundationWeights]:
+    """The checkpoint at `path` (see `load_cogvideox`) as `FoundationWeights`, after checking
+    it fits `cfg`; an s3:// checkpoint is copied to a local temporary directory first."""
     with local_dir(path, storage or StorageConfig()) as root:
         if os.path.isdir(os.path.join(root, "transformer")):
             root = os.path.join(root, "transformer")
         with open(os.path.join(root, "config.json")) as f:
             foundation = json.load(f)
         check_compatible(foundation, cfg)
-        state = svimo_state(_read_state(root), foundation, cfg)
-        return build_with_state(SViMo, cfg, state, device=device, dtype=dtype)
+        yield FoundationWeights(root, foundation, cfg)
 
+
+class FoundationWeights:
+    """A diffusers CogVideoX transformer checkpoint's tensors under SViMo's names, each read
+    when asked for (safetensors' lazy reader: a 5B checkpoint is never in memory at once):
+    renamed, the motion twins copied from their video twins, the positional table resampled
+    to the config's token grid."""
+
+    def __init__(self, root: str, foundation: dict, cfg: Config):
+        self.foundation, self.cfg = foundation, cfg
+        single = os.path.join(root, SINGLE_FILE)
+        index = os.path.join(root, INDEX_FILE)
+        if os.path.exists(single):
+            with safe_open(single, "pt") as f:
+                files = dict.fromkeys(f.keys(), single)
+        elif os.path.exists(index):
+            with open(index) as f:
+                files = {key: os.path.join(root, shard)
+                         for key, shard in json.load(f)["weight_map"].items()}
+        else:
+            raise FileNotFoundError(f"neither {SINGLE_FILE} nor {INDEX_FILE} under {root!r}")
+        self._files = files
+        self._used: set[str] = set()
+
+    def _read(self, key: str) -> torch.Tensor:
+        if key not in self._files:
+            raise KeyError(f"the CogVideoX checkpoint has no tensor {key!r}")
+        self._used.add(key)
+        with safe_open(self._files[key], "pt") as f:
+            return f.get_tensor(key)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        """SViMo's tensor `name`."""
+        dim = self.cfg.model.hidden_size
+        if name.startswith("motion_patch_embed."):
+            return self._read("patch_embed.proj." + name.split(".", 1)[1])
+        if ".motion_linear." in name:
+            # rows [0, 3 dim) of CogVideoX's linear are the video's shift, scale, gate
+            return self._read(name.replace(".motion_linear.", ".linear."))[:3 * dim].clone()
+        if name.startswith("motion_head."):
+            return self[name[len("motion_"):]]
+        if name == "pos_embedding":
+            return resample_positions(self._read("patch_embed.pos_embedding"), self.foundation,
+                                      self.cfg)
+        for old, new in RENAMES.items():
+            if name.startswith(new):
+                return self._read(old + name[len(new):])
+        return self._read(name)
+
+    def check_all_used(self) -> None:
+        """Raise a ConfigError when the checkpoint holds tensors SViMo did not take (a
+        checkpoint of another architecture with the same sizes)."""
+        unused = sorted(set(self._files) - self._used)
+        if unused:
+            raise ConfigError(f"the CogVideoX checkpoint has {len(unused)} tensors SViMo has no "
+                              f"place for, e.g. {unused[:3]}")
 
 def check_compatible(foundation: dict, cfg: Config) -> None:
     """Raise a ConfigError listing every size where `cfg` and the checkpoint disagree."""
@@ -91,51 +164,10 @@ def check_compatible(foundation: dict, cfg: Config) -> None:
                           "checkpoint of the same sizes is needed):\n  " + "\n  ".join(problems))
 
 
-def svimo_state(state: dict[str, torch.Tensor], foundation: dict, cfg: Config
-                ) -> dict[str, torch.Tensor]:
-    """diffusers state dict -> SViMo state dict: renamed, motion twins, resampled table."""
-    out = {}
-    for key, value in state.items():
-        for old, new in RENAMES.items():
-            if key.startswith(old):
-                key = new + key[len(old):]
-                break
-        out[key] = value
-    dim = cfg.model.hidden_size
-    out["motion_patch_embed.weight"] = out["patch_embed.proj.weight"].clone()
-    out["motion_patch_embed.bias"] = out["patch_embed.proj.bias"].clone()
-    for i in range(cfg.model.num_layers):
-        for norm in ("norm1", "norm2"):
-            prefix = f"transformer_blocks.{i}.{norm}."
-            # rows [0, 3 dim) of CogVideoX's linear are the video's shift, scale, gate
-            out[prefix + "motion_linear.weight"] = out[prefix + "linear.weight"][:3 * dim].clone()
-            out[prefix + "motion_linear.bias"] = out[prefix + "linear.bias"][:3 * dim].clone()
-    for key in [k for k in out if k.startswith("head.")]:
-        out["motion_" + key] = out[key].clone()
-    if "pos_embedding" in out:
-        out["pos_embedding"] = resample_positions(out["pos_embedding"], foundation, cfg)
-    return out
-
-
 def resample_positions(table: torch.Tensor, foundation: dict, cfg: Config) -> torch.Tensor:
-    """(1, L_text + F' h' w', D) at the checkpoint's grid -> (1, L_text + F h w, D) at ours."""
+    """(1, L_text + F' h' w', D) at the checkpoint's grid -> (1, L_text + F h w, D) at ours,
+    float32 like SViMo's own table (diffusers saves its table in float64)."""
     p, tc = foundation["patch_size"], foundation["temporal_compression_ratio"]
     src = ((foundation["sample_frames"] - 1) // tc + 1,
            foundation["sample_height"] // p, foundation["sample_width"] // p)
-    return resample_grid(table, foundation["max_text_seq_length"], src, cfg.token_grid)
-
-
-def _read_state(root: str) -> dict[str, torch.Tensor]:
-    """All tensors of a single-file or sharded safetensors checkpoint (memory-mapped)."""
-    single = os.path.join(root, SINGLE_FILE)
-    if os.path.exists(single):
-        return safetensors.torch.load_file(single)
-    index = os.path.join(root, INDEX_FILE)
-    if not os.path.exists(index):
-        raise FileNotFoundError(f"neither {SINGLE_FILE} nor {INDEX_FILE} under {root!r}")
-    with open(index) as f:
-        shards = sorted(set(json.load(f)["weight_map"].values()))
-    state: dict[str, torch.Tensor] = {}
-    for shard in shards:
-        state.update(safetensors.torch.load_file(os.path.join(root, shard)))
-    return state
+    return resample_grid(table.float(), foundation["max_text_seq_length"], src, cfg.token_grid)

@@ -1,5 +1,6 @@
 """SViMo + VID as one DeepSpeed engine.
 
+    svimo, vid = build_models(cfg, world_size, device)
     system = TrainSystem(cfg, svimo, vid, vae, null_text)
     engine = build_engine(cfg, system, world_size, device)
     terms = engine(batch, generator, phase); engine.backward(terms["total"]); engine.step()
@@ -12,9 +13,11 @@ engine: ZeRO neither partitions nor casts it, and its weights never reach a chec
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from hoi.config import Config, ConfigError
@@ -23,6 +26,7 @@ from hoi.diffusion.conditions import TrainBatch
 from hoi.model.encoders import VideoVAE
 from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
+from hoi.model.weights import load_cogvideox, open_foundation
 
 
 class TrainSystem(nn.Module):
@@ -48,6 +52,68 @@ class TrainSystem(nn.Module):
                 ) -> dict[str, torch.Tensor]:
         dtype = next(self.svimo.parameters()).dtype
         return self.loop.losses(batch.to(dtype=dtype), generator, phase)
+
+
+# ---------------------------------------------------------------------------------------------
+# The networks, whole or sharded
+# ---------------------------------------------------------------------------------------------
+
+
+def build_models(cfg: Config, world_size: int, device: torch.device) -> tuple[SViMo, VID]:
+    """SViMo from train.init_from's CogVideoX weights, or fresh, and a fresh VID; seeded by
+    train.seed, the same on every rank.
+
+    Under ZeRO-3 SViMo is built partitioned (`deepspeed.zero.Init`): a rank holds one module's
+    whole parameters at a time while they are made, then only its share, so no rank ever
+    holds all 6 B; train.init_from is then read by rank 0 alone and scattered module by
+    module (`load_partitioned`). VID is small and built whole; DeepSpeed partitions it in
+    `deepspeed.initialize`."""
+    t = cfg.train
+    with torch.random.fork_rng():
+        torch.manual_seed(t.seed)
+        vid = VID(cfg)
+        if resolve_zero_stage(cfg, device) != 3:
+            if t.init_from is not None:
+                return load_cogvideox(t.init_from, cfg, cfg.storage).train(), vid
+            return SViMo(cfg), vid
+        import deepspeed
+
+        deepspeed.init_distributed(verbose=False)  # over the process group Ray Train made
+        with deepspeed.zero.Init(config_dict_or_path=deepspeed_config(cfg, world_size, device)):
+            svimo = SViMo(cfg)
+    if t.init_from is not None:
+        if dist.get_rank() == 0:
+            with open_foundation(t.init_from, cfg, cfg.storage) as weights:
+                load_partitioned(svimo, weights, device)
+                weights.check_all_used()
+        else:
+            load_partitioned(svimo, None, device)
+    return svimo.train(), vid
+
+
+def load_partitioned(model: nn.Module, tensors: Mapping[str, torch.Tensor] | None,
+                     device: torch.device) -> None:
+    """Fill a ZeRO-3 partitioned model from `tensors` (by state-dict name), which only rank 0
+    passes (the others pass None): module by module, the parameters are gathered, rank 0
+    writes them, and leaving the gather broadcasts rank 0's values and keeps each rank's
+    share. Buffers (whole on every rank) are broadcast from rank 0 through `device`, where
+    the process group's backend reduces (NCCL: CUDA only). Every rank calls this."""
+    import deepspeed
+
+    for prefix, module in model.named_modules():
+        params = list(module.named_parameters(prefix=prefix, recurse=False))
+        if params:
+            with deepspeed.zero.GatheredParameters([p for _, p in params], modifier_rank=0), \
+                    torch.no_grad():
+                if tensors is not None:
+                    for name, p in params:
+                        p.copy_(tensors[name])
+        for name, buffer in module.named_buffers(prefix=prefix, recurse=False):
+            if name not in model.state_dict():  # not persistent: not in a checkpoint
+                continue
+            value = (tensors[name] if tensors is not None else buffer).to(device, buffer.dtype)
+            dist.broadcast(value, 0)
+            buffer.copy_(value)
 
 
 def resolve_precision(cfg: Config, device: torch.device) -> str:

@@ -13,27 +13,13 @@ from diffusers.pipelines.cogvideo.pipeline_cogvideox_image2video import (
 from hoi.config import ConfigError, load_config
 from hoi.model.svimo import SViMo
 from hoi.model.weights import load_cogvideox
-
-# latents 3 x 4 x 6 -> tokens 3 x 2 x 3: the tiny flavour's own sizes
-FOUNDATION = dict(num_layers=2, num_attention_heads=2, attention_head_dim=16, in_channels=32,
-                  out_channels=16, time_embed_dim=32, text_embed_dim=32, sample_frames=9,
-                  sample_height=4, sample_width=6, patch_size=2, temporal_compression_ratio=4,
-                  max_text_seq_length=8, use_rotary_positional_embeddings=True,
-                  use_learned_positional_embeddings=True)
-TINY_I2V = ["--model.learned_positional_embedding", "true", "--model.rope_base_grid", "[2, 3]"]
+from tests.model.foundation import TINY_I2V, write_foundation
 
 
 @pytest.fixture(scope="module")
 def foundation(tmp_path_factory) -> tuple[str, CogVideoXTransformer3DModel]:
-    torch.manual_seed(0)
-    model = CogVideoXTransformer3DModel(**FOUNDATION).eval()
-    with torch.no_grad():  # random everything, including diffusers' zero-initialised parts
-        for p in model.parameters():
-            p.normal_(0, 0.2)
-        model.patch_embed.pos_embedding.normal_(0, 0.5)
     path = tmp_path_factory.mktemp("cogvideox") / "transformer"
-    model.save_pretrained(path)
-    return str(path), model
+    return str(path), write_foundation(path)
 
 
 def _diffusers_rope(model: CogVideoXTransformer3DModel, frames: int, rows: int, cols: int):

@@ -1,0 +1,61 @@
+"""Building the networks for a DeepSpeed ZeRO-3 run on two ranks (gloo, spawned processes):
+SViMo is partitioned from its first parameter (no rank holds it whole), and both a fresh
+build and a foundation checkpoint loaded into the partitions equal what one process builds
+whole."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from cluster.local import free_port
+from hoi.config import load_config
+from hoi.train.engine import build_models
+from tests.model.foundation import TINY_I2V, write_foundation
+
+WORLD = 2
+
+
+def _build_on_rank(rank: int, port: int, overrides: list[str], expected_path: str) -> None:
+    import deepspeed
+
+    # what a launcher (torchrun, Ray Train) sets for each rank
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_WORLD_SIZE=str(WORLD))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    torch.set_num_threads(1)
+    cfg = load_config(flavour="svimo-tiny", overrides=["--train.zero_stage", "3", *overrides])
+    svimo, vid = build_models(cfg, WORLD, torch.device("cpu"))
+    params = list(svimo.named_parameters())
+    for name, p in params:  # partitioned: an empty tensor, and this rank's share of it
+        assert p.numel() == 0 and p.ds_tensor.numel() == math.ceil(p.ds_numel / WORLD), name
+    assert not any(hasattr(p, "ds_id") for p in vid.parameters())  # VID: whole, until initialize
+    expected = torch.load(expected_path)
+    with deepspeed.zero.GatheredParameters([p for _, p in params]):
+        for name, p in params:
+            assert torch.equal(p.data, expected[name]), name
+    for name, buffer in svimo.named_buffers():
+        # zero.Init makes torch's float constructors build in its dtype, so a fresh sin-cos
+        # table is computed in float32 rather than float64 (3e-8 apart, the same on each rank)
+        torch.testing.assert_close(buffer, expected[name], rtol=0, atol=1e-6)
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("start", ["fresh", "foundation"])
+def test_zero3_builds_svimo_partitioned_and_equal_to_a_whole_build(start, tmp_path: Path):
+    overrides = list(TINY_I2V)
+    if start == "foundation":
+        write_foundation(tmp_path / "transformer")
+        overrides += ["--train.init_from", str(tmp_path / "transformer")]
+    # the same function without ZeRO-3: the whole model, in this process
+    cfg = load_config(flavour="svimo-tiny", overrides=[*overrides, "--train.zero_stage", "2"])
+    whole, _ = build_models(cfg, 1, torch.device("cpu"))
+    torch.save(whole.state_dict(), tmp_path / "expected.pt")
+    mp.spawn(_build_on_rank, args=(free_port(), overrides, str(tmp_path / "expected.pt")),
+             nprocs=WORLD, join=True)
