@@ -150,7 +150,7 @@ def _block_inputs(cfg: Config, device: torch.device, dtype: torch.dtype, batch: 
     tokens = lambda n: torch.randn(batch, n, m.hidden_size, device=device,  # noqa: E731
                                    dtype=dtype, requires_grad=True)
     # motion tokens repeat the video's positions, as in SViMo.forward
-    rope = tuple(r.repeat(2, 1) for r in model.rotary_embedding(frames, rows, cols, device))
+    rope = model.rotary_embedding(frames, rows, cols, device, streams=2)
     temb = torch.randn(batch, m.time_embed_dim, device=device, dtype=dtype)
     return model, (tokens(m.max_text_tokens), tokens(cfg.tokens_per_stream),
                    tokens(cfg.tokens_per_stream), temb, rope)

@@ -719,8 +719,10 @@ FLAVOURS: dict[str, dict[str, Any]] = {
         "prepare": {"video_encoding": "mp4"},
         # SPEC: ZeRO-3, bf16 (auto on GPU), micro-batch 4 per 80 GB GPU, 5k warm-up + 30k
         # steps at 240 x 368, then 5k at 416 x 624
+        # The VAE and T5 encode on GPUs, in bf16 (in fp32 on CPUs they would starve training).
         "train": {"steps": 40000, "stages": [[240, 368, 35000], [416, 624, 5000]],
                   "batch_size": 4, "use_gpu": True, "cpus_per_worker": 4.0,
+                  "encode_gpus": 0.5, "encode_cpus": 4.0,
                   "checkpoint_every": 500, "log_every": 10},
     },
 }

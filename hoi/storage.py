@@ -25,7 +25,7 @@ import os
 import posixpath
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -141,14 +141,24 @@ def write_bytes(path: str, data: bytes | pa.Buffer, storage: StorageConfig) -> N
 
 
 def _write_local_atomic(path: str, data: bytes | pa.Buffer) -> None:
-    directory, name = os.path.split(path)
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    write_local_with(path, write)
+
+
+def write_local_with(path: str, write: Callable[[str], None]) -> None:
+    """Atomic like `write_bytes`, for a writer that takes a file name (safetensors' save_file
+    streams tensors to disk without a second copy in memory): `write(tmp)` in the target
+    directory, then rename. `path` is a local path."""
+    directory, name = os.path.split(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     # Hidden and suffixed, so that listings by name pattern never take it for the real file.
     tmp = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex}")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())  # the bytes are on disk before the name points at them
         os.replace(tmp, path)
     except BaseException:

@@ -11,6 +11,7 @@ def test_svimo_5b_derived_sizes_match_the_paper():
     assert cfg.tokens_per_stream == 13_182
     assert cfg.sequence_length == 26_590
     assert cfg.model.hidden_size == 3072 and cfg.model.num_layers == 42
+    assert cfg.train.use_gpu and cfg.train.encode_gpus > 0  # the VAE and T5 encode on GPUs
 
 
 @pytest.mark.parametrize("name", sorted(FLAVOURS))

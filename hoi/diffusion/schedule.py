@@ -47,6 +47,8 @@ class Schedule:
         # does not round abar before the square roots.
         self._sqrt_abar = self.alphas_cumprod.sqrt()
         self._sqrt_one_minus_abar = (1.0 - self.alphas_cumprod).sqrt()
+        # each table copied once to each device it is used on: no host-to-device copy per step
+        self._on_device: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     def _scheduler_kwargs(self) -> dict[str, Any]:
         """Arguments shared by every diffusers scheduler built from this config."""
@@ -78,9 +80,11 @@ class Schedule:
     def _coefficient(self, table: torch.Tensor, t: torch.Tensor | int, like: torch.Tensor
                      ) -> torch.Tensor:
         """table[t] shaped to broadcast against `like` (B, ...): (B, 1, ..., 1), or 0-d for a
-        scalar t; in like's dtype and on its device."""
-        t = torch.as_tensor(t, device=like.device)
-        c = table.to(like.device)[t].to(like.dtype)
+        scalar t; in like's dtype and on its device (t: a tensor there, or a Python int)."""
+        key = (id(table), like.device)
+        if key not in self._on_device:
+            self._on_device[key] = table.to(like.device)
+        c = self._on_device[key][t].to(like.dtype)
         return c.reshape(-1, *([1] * (like.ndim - 1))) if c.ndim == 1 else c
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int

@@ -14,7 +14,15 @@ import torch
 import torch.nn as nn
 
 from hoi.config import Config, StorageConfig, from_dict
-from hoi.storage import join, read_bytes, read_text, write_bytes, write_text
+from hoi.storage import (
+    is_s3,
+    join,
+    read_bytes,
+    read_text,
+    write_bytes,
+    write_local_with,
+    write_text,
+)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -57,10 +65,16 @@ class Pretrained(nn.Module):
 def write_pretrained(class_name: str, cfg: Config, state: dict[str, torch.Tensor], path: str,
                      storage: StorageConfig | None = None) -> None:
     """`save_pretrained`'s files from a bare state dict (e.g. weights gathered from ZeRO-3
-    partitions, which the partitioned module itself does not hold)."""
+    partitions, which the partitioned module itself does not hold). Training exports to a
+    local directory, where the weights are written from the tensors without being
+    serialised into memory first."""
     storage = storage or StorageConfig()
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    write_bytes(join(path, WEIGHTS_NAME), safetensors.torch.save(state), storage)
+    weights = join(path, WEIGHTS_NAME)
+    if is_s3(path):  # an S3 object is uploaded whole (see hoi.storage)
+        write_bytes(weights, safetensors.torch.save(state), storage)
+    else:  # streamed from the tensors themselves: no second copy of 12 GB in memory
+        write_local_with(weights, lambda tmp: safetensors.torch.save_file(state, tmp))
     meta: dict[str, Any] = {"class": class_name, "config": cfg.to_dict()}
     write_text(join(path, CONFIG_NAME), json.dumps(meta, indent=2), storage)
 

@@ -228,6 +228,8 @@ class SViMo(Pretrained):
             self.register_buffer("pos_embedding", self._sincos_table(), persistent=True)
         else:
             self.pos_embedding = None
+        # RoPE and positional tables by token grid: constants, rebuilt only for a new grid
+        self._position_cache: dict[tuple, torch.Tensor | Rope] = {}
         self.reset_parameters()
         self.set_gradient_checkpointing(m.gradient_checkpointing)
 
@@ -284,14 +286,35 @@ class SViMo(Pretrained):
                                         output_type="pt").flatten(0, 1).float()
         return torch.cat([table.new_zeros(m.max_text_tokens, m.hidden_size), table])[None]
 
-    def rotary_embedding(self, frames: int, rows: int, cols: int, device: torch.device) -> Rope:
-        """cos, sin (frames * rows * cols, head_dim) as CogVideoX's pipeline computes them:
-        positions stretched over `rope_base_grid` (the foundation's training grid)."""
-        base_rows, base_cols = self.config.model.rope_base_grid or (rows, cols)
-        crops = get_resize_crop_region_for_grid((rows, cols), base_cols, base_rows)
-        return get_3d_rotary_pos_embed(embed_dim=self.config.model.head_dim, crops_coords=crops,
-                                       grid_size=(rows, cols), temporal_size=frames,
-                                       device=device)
+    def rotary_embedding(self, frames: int, rows: int, cols: int, device: torch.device,
+                         streams: int = 1) -> Rope:
+        """cos, sin (streams * frames * rows * cols, head_dim) as CogVideoX's pipeline computes
+        them: positions stretched over `rope_base_grid` (the foundation's training grid), once
+        per stream (motion tokens repeat the video's). Built once per token grid, stream
+        count and device, not at every forward."""
+        key = (frames, rows, cols, torch.device(device), streams)
+        if key not in self._position_cache:
+            base_rows, base_cols = self.config.model.rope_base_grid or (rows, cols)
+            crops = get_resize_crop_region_for_grid((rows, cols), base_cols, base_rows)
+            cos, sin = get_3d_rotary_pos_embed(
+                embed_dim=self.config.model.head_dim, crops_coords=crops,
+                grid_size=(rows, cols), temporal_size=frames, device=device)
+            self._position_cache[key] = (cos.repeat(streams, 1), sin.repeat(streams, 1))
+        return self._position_cache[key]
+
+    def positional_table(self, grid: tuple[int, int, int], dtype: torch.dtype) -> torch.Tensor:
+        """The learned positional table (1, L_text + F h w, D) at token grid `grid`, in
+        `dtype`: resampled from the model's own grid (a training stage at another size) once
+        per grid, dtype and state of the table (a load or an update of it starts afresh)."""
+        table = self.pos_embedding
+        key = (grid, dtype, table.device, table._version, table.data_ptr())
+        if key not in self._position_cache:
+            resized = table.to(dtype)
+            if grid != self.config.token_grid:
+                resized = resample_grid(resized, self.config.model.max_text_tokens,
+                                        self.config.token_grid, grid)
+            self._position_cache[key] = resized
+        return self._position_cache[key]
 
     # --- forward -------------------------------------------------------------------------------
 
@@ -330,19 +353,15 @@ class SViMo(Pretrained):
             if text_len != m.max_text_tokens:
                 raise ValueError(f"the learned positional table has {m.max_text_tokens} text "
                                  f"positions; got {text_len} text tokens")
-            pos = self.pos_embedding.to(video_tokens.dtype)
-            grid = (F, h // p, w // p)
-            if grid != self.config.token_grid:  # another resolution (a training stage)
-                pos = resample_grid(pos, text_len, self.config.token_grid, grid)
+            pos = self.positional_table((F, h // p, w // p), video_tokens.dtype)
             text_tokens = text_tokens + pos[:, :text_len]
             video_tokens = video_tokens + pos[:, text_len:]
             if motion_tokens is not None:
                 motion_tokens = motion_tokens + pos[:, text_len:]
 
         # 2. RoPE over the visual tokens; motion repeats the video's positions.
-        cos, sin = self.rotary_embedding(F, h // p, w // p, video.device)
-        if motion_tokens is not None:
-            cos, sin = cos.repeat(2, 1), sin.repeat(2, 1)
+        cos, sin = self.rotary_embedding(F, h // p, w // p, video.device,
+                                         streams=1 if motion_tokens is None else 2)
         prefix = (text_len + num_visual
                   if m.motion_attention_mask and motion_tokens is not None else None)
 

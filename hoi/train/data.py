@@ -73,8 +73,10 @@ class Encoder:
         self.cfg = full.at_size(height, width)
         torch.set_num_threads(max(1, int(ray.get_runtime_context()
                                          .get_assigned_resources().get("CPU", 1))))
-        device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
-        self.vae, self.text_encoder = load_encoders(full, device=device)
+        on_gpu = torch.cuda.is_available() and bool(ray.get_gpu_ids())
+        # bf16 on a GPU (T5 v1.1 XXL: 9.5 GB rather than 19), fp32 on a CPU
+        self.vae, self.text_encoder = load_encoders(
+            full, device="cuda" if on_gpu else "cpu", dtype=torch.bfloat16 if on_gpu else None)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         clips = resize_clips(ClipCollate()(batch), self.cfg.data.height, self.cfg.data.width)

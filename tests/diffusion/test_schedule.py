@@ -21,6 +21,19 @@ def abar(schedule: Schedule, t: int) -> float:
 # --- the table -----------------------------------------------------------------------------
 
 
+def test_the_tables_are_copied_to_a_device_once():
+    """A training step indexes the tables on the data's device: one copy there, kept (the
+    meta device stands in for a GPU; on the CPU every copy would be free)."""
+    schedule = Schedule(load_config(flavour="svimo-tiny").diffusion)
+    x0 = torch.empty(2, 3, device="meta")
+    t = torch.tensor([1, 999], device="meta")
+    for _ in range(3):
+        x_t = schedule.add_noise(x0, x0, t)
+        schedule.x0_from_v(x0, x_t, t)
+    assert x_t.device.type == "meta"
+    assert sorted(device.type for _, device in schedule._on_device) == ["meta", "meta"]
+
+
 def test_cogvideox_table_has_zero_terminal_snr(schedule):
     a = schedule.alphas_cumprod
     assert a.shape == (1000,)

@@ -156,3 +156,35 @@ def test_learned_positions_resample_to_another_resolution():
     assert not torch.allclose(out_v, model(*small)[0])
     with pytest.raises(ValueError, match="text positions"):
         model(video, image, text[:, :3], t, motion, guidance)
+
+
+def test_positions_are_built_once_per_token_grid(monkeypatch):
+    """RoPE and the resampled positional table are constants of a token grid: a training
+    step at the same size reuses them (no rebuilding, no host work per forward); another
+    grid builds its own."""
+    import hoi.model.svimo as svimo_module
+
+    calls = {"rope": 0, "resample": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(svimo_module, "get_3d_rotary_pos_embed",
+                        counted("rope", svimo_module.get_3d_rotary_pos_embed))
+    monkeypatch.setattr(svimo_module, "resample_grid",
+                        counted("resample", svimo_module.resample_grid))
+    cfg = load_config(overrides=["--model.learned_positional_embedding", "true"])
+    model = _randomised(cfg)
+    (video, image, motion, guidance), text, t = _inputs(cfg)
+    small = [x[..., :2, :4] for x in (video, image)] + [text, t] + [
+        x[..., :2, :4] for x in (motion, guidance)]
+    first = model(*small)
+    assert calls == {"rope": 1, "resample": 1}
+    second = model(*small)
+    assert calls == {"rope": 1, "resample": 1}
+    assert torch.equal(first[0], second[0])
+    model(video, image, text, t, motion, guidance)  # the model's own grid: no resampling
+    assert calls == {"rope": 2, "resample": 1}
