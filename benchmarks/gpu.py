@@ -11,44 +11,67 @@
 2. **block**: one SViMo block (joint attention + feed-forward, tri-modal modulation), forward
    + backward without recompute: TFLOP/s of the model FLOPs (`hoi.model.flops`, 3x forward)
    and MFU against the GPU's bf16 peak.
-3. **sampling**: the closed-loop `Sampler` (DiT, VID, Proj render, VAE re-encode, each step)
-   with 1- and 2-block DiTs; their difference is one block's cost per step, which
-   extrapolates the step to the flavour's depth, then to 50 steps with classifier-free
-   guidance (the DiT on a batch of 2). Next to it, CogVideoX-5B's ~90 s for 50 steps at
-   17,776 tokens on one H100, scaled by the FLOPs ratio of the two models.
-4. **memory**: bytes per GPU of ZeRO-3 training at micro-batch 1-4 on 8 and 16 GPUs: model
+3. **train**: a training step as a train worker runs it: svimo-5b cut to `--train-layers`
+   blocks (gradient checkpointing on), one clip at the full size, DeepSpeed ZeRO-3 in bf16
+   built by `hoi.train.engine` (SViMo under `zero.Init`), metered by `hoi.train.meter`, all
+   under a real process group of size 1: NCCL on a GPU, whose all-reduce takes CUDA tensors
+   only. Seconds, TFLOP/s and MFU by the meter, host syncs in one step (CUDA's sync debug
+   mode), peak memory.
+4. **sampling**: each part of one closed-loop sampling step at the full size, timed alone:
+   the DiT with 1 and 2 blocks (the difference is one block; extrapolated to the flavour's
+   depth; with classifier-free guidance on a batch of 2), VID, Proj, the VAE's encode of the
+   guidance (CogVideoX-5B's published VAE config, random weights) and its decode once per
+   sample; then 50 steps, next to CogVideoX-5B's ~90 s for 50 steps at 17,776 tokens on one
+   H100, scaled by the FLOPs ratio of the two models. Peak memory of each.
+5. **memory**: bytes per GPU of ZeRO-3 training at micro-batch 1-4 on 8 and 16 GPUs: model
    states (bf16 weights and gradients, fp32 master weights and Adam moments, 16 bytes a
    parameter, sharded) + activations measured as the bytes autograd saves: with gradient
    checkpointing each block keeps its input, and the block being recomputed keeps all of
    its own (measured here at micro-batch 1, linear in the micro-batch).
 
-Every part runs at any size on any device; record figures with the device name in
-docs/benchmarks.md ("GPU").
+A part that fails is a row with its error, and the others still run; with --json the file is
+rewritten after each part, so what was measured survives a timeout. On the GPU machine of the
+device tool the whole check is one command, `bash benchmarks/gpu.sh` (see there).
+Every part runs at any size on any device (tests/test_gpu_benchmark.py runs them all at
+svimo-tiny on the CPU); record figures with the device name in docs/benchmarks.md ("GPU").
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
+import os
+import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from benchmarks.run import machine, print_table  # noqa: E402
+from cluster.local import free_port  # noqa: E402
 from hoi.config import Config, load_config  # noqa: E402
+from hoi.diffusion.conditions import TrainBatch, image_condition  # noqa: E402
+from hoi.geometry.motion import NUM_ENTITIES, denormalize, unpack  # noqa: E402
 from hoi.model.attention import flash_available  # noqa: E402
+from hoi.model.encoders import VideoVAE  # noqa: E402
 from hoi.model.flops import svimo_forward_flops  # noqa: E402
 from hoi.model.svimo import SViMo  # noqa: E402
 from hoi.model.vid import VID  # noqa: E402
-from hoi.train.meter import peak_tflops  # noqa: E402
+from hoi.render.motion_video import render_motion_video  # noqa: E402
+from hoi.train.engine import TrainSystem, build_engine, build_models  # noqa: E402
+from hoi.train.meter import Meter, peak_tflops  # noqa: E402
 
 Rows = list[dict]
 ANCHOR_SECONDS, ANCHOR_HEIGHT, ANCHOR_WIDTH = 90.0, 480, 720
@@ -189,72 +212,224 @@ def block_rows(cfg: Config, device: torch.device, dtype: torch.dtype, repeats: i
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. a sampling step, extrapolated
+# 3. a training step: DeepSpeed ZeRO-3 through hoi.train, under a real process group
 # ---------------------------------------------------------------------------------------------
 
 
-def _vae(cfg: Config, kind: str):
+@contextlib.contextmanager
+def process_group(device: torch.device) -> Iterator[None]:
+    """A process group of size 1 while inside, as Ray Train makes one per worker: NCCL on a
+    GPU (which reduces CUDA tensors only), gloo on a CPU."""
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+                       "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+                       "LOCAL_WORLD_SIZE": "1"}.items():
+        os.environ.setdefault(key, value)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def full_size_batch(cfg: Config, device: torch.device, generator: torch.Generator
+                    ) -> TrainBatch:
+    """One clip of random encoded data at the config's size (the cost does not depend on
+    the values): latents, text features, a normalised motion near the camera's axis."""
+    F_, h, w = cfg.latent_shape
+    C, m, d = cfg.latent.channels, cfg.model, cfg.data
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=generator, device=device)
+
+    K = torch.tensor([[[d.width, 0.0, d.width / 2], [0.0, d.width, d.height / 2],
+                       [0.0, 0.0, 1.0]]], device=device)
+    return TrainBatch(video_latent=randn(1, F_, C, h, w), motion_latent=randn(1, F_, C, h, w),
+                      image_latent=randn(1, 1, C, h, w),
+                      text=randn(1, m.max_text_tokens, m.text_embed_dim),
+                      motion=0.3 * randn(1, d.num_frames, NUM_ENTITIES, 3), K=K)
+
+
+def host_syncs(fn: Callable[[], object], device: torch.device) -> int | str:
+    """How many times `fn` makes the host wait for the GPU (CUDA's sync debug mode warns at
+    each); n/a on a CPU."""
+    if device.type != "cuda":
+        return "n/a (CPU)"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def _peak_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def train_rows(cfg: Config, device: torch.device, dtype: torch.dtype, vae_kind: str,
+               layers: int, steps: int) -> Rows:
+    """One clip per step at the flavour's full size, SViMo cut to `layers` blocks (gradient
+    checkpointing as configured), ZeRO-3 in the run's precision, built, stepped and metered
+    as a train worker does (`hoi.train.engine`, `hoi.train.meter`); the meter's all-reduce
+    runs in the process group."""
+    with process_group(device):
+        return _train_rows(cfg, device, dtype, vae_kind, layers, steps)
+
+
+def _train_rows(cfg: Config, device: torch.device, dtype: torch.dtype, vae_kind: str,
+                layers: int, steps: int) -> Rows:
+    precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+    run = load_config(flavour=cfg.flavour, overrides=[
+        "--model.num_layers", str(layers), "--model.attention_backend",
+        cfg.model.attention_backend, "--train.zero_stage", "3", "--train.precision", precision,
+        "--train.batch_size", "1", "--train.gradient_accumulation", "1"])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    vae = _vae(cfg, vae_kind).to(device=device, dtype=dtype)
+    generator = torch.Generator(device).manual_seed(0)
+    batch = full_size_batch(run, device, generator)
+    null_text = torch.zeros_like(batch.text[:1])
+    svimo, vid = build_models(run, 1, device)
+    engine = build_engine(run, TrainSystem(run, svimo, vid, vae, null_text), 1, device)
+    meter = Meter(run, 1, peak_tflops(run, device), device)
+
+    def step() -> None:
+        engine.set_gradient_accumulation_boundary(True)
+        terms = engine(batch, generator, "joint")
+        engine.backward(terms["total"])
+        engine.step()
+        meter.micro_step(terms)
+        meter.step("joint")
+
+    step()  # the first step allocates what the others reuse
+    syncs = host_syncs(step, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    meter.restart()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    row = meter.report()  # the window's all-reduce, on the training device
+    peak = _peak_gb(device)
+    return [{"what": f"train step, ZeRO-3 {precision}, {layers} blocks",
+             "tokens": run.sequence_length, "backend": dist.get_backend(),
+             "s": _sig(row["step_seconds"]), "TFLOP/s": _sig(row["tflops"]),
+             "MFU": f"{100 * row['mfu']:.0f}%" if "mfu" in row else "n/a (no known peak)",
+             "host syncs/step": syncs, "peak GB": _sig(peak), "loss": _sig(row["total"])}]
+
+
+def _release(device: torch.device) -> None:
+    """Give the memory of what a part built back (its models are gone with its frame)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. a sampling step, part by part, extrapolated
+# ---------------------------------------------------------------------------------------------
+
+COGVIDEOX_5B_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=16, act_fn="silu",
+    block_out_channels=(128, 256, 256, 512), layers_per_block=3, norm_num_groups=32,
+    norm_eps=1e-6, down_block_types=("CogVideoXDownBlock3D",) * 4,
+    up_block_types=("CogVideoXUpBlock3D",) * 4, temporal_compression_ratio=4,
+    sample_height=480, sample_width=720, scaling_factor=0.7, force_upcast=True,
+    use_quant_conv=False, use_post_quant_conv=False)
+"""CogVideoX-5B's published VAE config (THUDM/CogVideoX-5b, vae/config.json); built with
+random weights: a pass costs the same whatever they are."""
+
+
+def _vae(cfg: Config, kind: str) -> VideoVAE:
     from diffusers import AutoencoderKLCogVideoX
 
-    from hoi.model.encoders import VideoVAE
-    from hoi.train.codec import build_vae
+    if kind == "codec":
+        from hoi.train.codec import build_vae
 
-    # CogVideoX's own VAE sizes (the class defaults), random weights: the cost is the same
-    vae = AutoencoderKLCogVideoX() if kind == "cogvideox" else build_vae(cfg)
-    if kind == "cogvideox":
-        vae.enable_slicing()
-        vae.enable_tiling()
+        return VideoVAE(build_vae(cfg))
+    vae = AutoencoderKLCogVideoX(**COGVIDEOX_5B_VAE)
+    vae.enable_slicing()
+    vae.enable_tiling()
     return VideoVAE(vae)
 
 
-def _sample_seconds(cfg: Config, layers: int, vae, device: torch.device, dtype: torch.dtype,
-                    steps: int, guidance: float) -> float:
-    from hoi.diffusion.sampler import Sampler
-
-    small = _depth(cfg, layers)
-    torch.manual_seed(0)
-    svimo = SViMo(small).to(device=device, dtype=dtype).eval()
-    vid = VID(small).to(device=device, dtype=dtype).eval()
-    sampler = Sampler(small, svimo, vid, vae)
-    F_, h, w = cfg.latent_shape
-    m = cfg.model
-    image = torch.randn(1, 1, cfg.latent.channels, h, w, device=device, dtype=dtype)
-    text = torch.randn(1, m.max_text_tokens, m.text_embed_dim, device=device, dtype=dtype)
-    K = torch.tensor([[[cfg.data.width, 0, cfg.data.width / 2],
-                       [0, cfg.data.width, cfg.data.height / 2], [0, 0, 1]]], device=device)
-
-    def run() -> None:
-        sampler(image, text, K, generator=torch.Generator(device).manual_seed(0),
-                null_text=torch.zeros_like(text), guidance_scale=guidance, num_steps=steps)
-    return timed(run, device, 1) / steps
-
-
 def sampling_rows(cfg: Config, device: torch.device, dtype: torch.dtype, vae_kind: str,
-                  steps: int, guidance: float) -> Rows:
+                  repeats: int, guidance: float) -> Rows:
+    """Each part of one closed-loop sampling step (algorithm 2) at the flavour's full size,
+    timed alone: the DiT with 1 and 2 blocks (their difference is one block, which
+    extrapolates it to the flavour's depth; with CFG on a batch of 2), VID (twice a step: for
+    the guidance and on the DiT's estimates), Proj and the VAE's encode of the guidance; the
+    VAE's decode once per sample. Then 50 steps, next to CogVideoX-5B's ~90 s for 50 steps
+    at 17,776 tokens on one H100, scaled by the FLOPs ratio of the two models."""
     vae = _vae(cfg, vae_kind).to(device=device, dtype=dtype)
-    one = _sample_seconds(cfg, 1, vae, device, dtype, steps, guidance)
-    two = _sample_seconds(cfg, 2, vae, device, dtype, steps, guidance)
-    per_block = two - one
+    generator = torch.Generator(device).manual_seed(0)
+    batch = full_size_batch(cfg, device, generator).to(dtype=dtype)
+    label = f"CFG {guidance:g}" if guidance > 1 else "no CFG"
+    rows: Rows = []
+
+    def part(what: str, fn: Callable[[], object]) -> float:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        with torch.no_grad():
+            seconds = timed(fn, device, repeats)
+        rows.append({"what": what, "s": _sig(seconds), "peak GB": _sig(_peak_gb(device))})
+        return seconds
+
+    pair = 2 if guidance > 1 else 1
+    twice = lambda x: x.expand(pair, *x.shape[1:])  # noqa: E731
+    t = torch.full((pair,), 500, device=device)
+    image = twice(image_condition(batch.image_latent, cfg.latent_shape[0],
+                                  cfg.diffusion.image_latent))
+    dit = {}
+    for layers in (1, 2):
+        torch.manual_seed(0)
+        svimo = SViMo(_depth(cfg, layers)).to(device=device, dtype=dtype).eval()
+        dit[layers] = part(f"DiT, {layers} block(s), batch {pair} ({label})", lambda svimo=svimo:
+                           svimo(twice(batch.video_latent), image, twice(batch.text), t,
+                                 twice(batch.motion_latent), twice(batch.motion_latent)))
+        del svimo
+        _release(device)
+    vid = VID(cfg).to(device=device, dtype=dtype).eval()
+    vid_s = part("VID", lambda: vid(batch.motion, batch.video_latent, batch.motion_latent,
+                                    t[:1], batch.text))
+    joints, points = unpack(denormalize(batch.motion.float(), cfg.vid.coord_center,
+                                        cfg.vid.coord_scale))
+    R, T = torch.eye(3, device=device)[None], torch.zeros(1, 3, device=device)
+    d = cfg.data
+    proj_s = part("Proj (motion video)", lambda: render_motion_video(
+        joints, points, batch.K, R, T, d.height, d.width))
+    frames = render_motion_video(joints, points, batch.K, R, T, d.height, d.width)
+    encode_s = part(f"VAE encode ({vae_kind})", lambda: vae.encode(frames))
+    decode_s = part(f"VAE decode ({vae_kind}, once per sample)",
+                    lambda: vae.decode(batch.video_latent))
+    per_block = dit[2] - dit[1]
     depth = cfg.model.num_layers
-    step = one + (depth - 1) * per_block
+    dit_s = dit[1] + (depth - 1) * per_block
+    step = dit_s + 2 * vid_s + proj_s + encode_s
     anchor_cfg = load_config(flavour=cfg.flavour, overrides=[
         "--data.height", str(ANCHOR_HEIGHT), "--data.width", str(ANCHOR_WIDTH)])
     ratio = svimo_forward_flops(cfg)["total"] / svimo_forward_flops(anchor_cfg, motion=False)[
         "total"]
-    label = f"CFG {guidance:g}" if guidance > 1 else "no CFG"
-    return [
-        {"what": f"sampling step, 1 block ({label})", "s": _sig(one)},
-        {"what": f"sampling step, 2 blocks ({label})", "s": _sig(two)},
+    rows += [
         {"what": f"sampling step, {depth} blocks (extrapolated)", "s": _sig(step),
-         "note": f"one block {1e3 * per_block:.1f} ms, the rest {1e3 * (one - per_block):.0f} ms"},
-        {"what": "50 steps (extrapolated)", "s": _sig(50 * step),
+         "note": f"DiT {dit_s:.3g} s (one block {1e3 * per_block:.1f} ms), VID 2 x "
+                 f"{vid_s:.3g} s, Proj {proj_s:.3g} s, encode {encode_s:.3g} s"},
+        {"what": "50 steps + decode (extrapolated)", "s": _sig(50 * step + decode_s),
          "note": f"CogVideoX-5B anchor {ANCHOR_SECONDS:g} s x FLOPs ratio {ratio:.2f} = "
                  f"{ANCHOR_SECONDS * ratio:.0f} s (H100)"},
     ]
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. memory per GPU, ZeRO-3
+# 5. memory per GPU, ZeRO-3
 # ---------------------------------------------------------------------------------------------
 
 
@@ -315,9 +490,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="attention backend of the block and sampling parts")
     parser.add_argument("--vae", default="cogvideox", choices=("cogvideox", "codec"),
                         help="VAE re-encoding the guidance: CogVideoX's sizes or the codec's")
-    parser.add_argument("--parts", default="attention,block,sampling,memory")
+    parser.add_argument("--parts", default="attention,block,train,sampling,memory")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--sample-steps", type=int, default=2, help="steps timed per depth")
+    parser.add_argument("--train-layers", type=int, default=2, help="blocks of the train step")
+    parser.add_argument("--train-steps", type=int, default=2, help="train steps timed")
     parser.add_argument("--guidance", type=float, default=6.0, help="CFG scale (6: CogVideoX's)")
     parser.add_argument("--json", help="write the rows, command and machine here")
     args = parser.parse_args(argv)
@@ -329,26 +505,35 @@ def main(argv: list[str] | None = None) -> int:
     parts = {
         "attention": lambda: attention_rows(cfg, device, dtype, args.repeats),
         "block": lambda: block_rows(cfg, device, dtype, args.repeats),
-        "sampling": lambda: sampling_rows(cfg, device, dtype, args.vae, args.sample_steps,
+        "train": lambda: train_rows(cfg, device, dtype, args.vae, args.train_layers,
+                                    args.train_steps),
+        "sampling": lambda: sampling_rows(cfg, device, dtype, args.vae, args.repeats,
                                           args.guidance),
         "memory": lambda: memory_rows(cfg, device, dtype),
     }
-    unknown = set(args.parts.split(",")) - set(parts)
+    chosen = args.parts.split(",")
+    unknown = set(chosen) - set(parts)
     if unknown:
         parser.error(f"unknown parts {sorted(unknown)}; choose from {sorted(parts)}")
     rows: Rows = []
     torch.manual_seed(0)
-    for name, run in parts.items():
-        if name in args.parts.split(","):
-            part = run()
-            print_table(part)
-            print()
-            rows += [row | {"part": name} for row in part]
-    if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"command": " ".join(["python", "benchmarks/gpu.py", *sys.argv[1:]]),
-             "machine": machine(), "rows": rows}, indent=2))
-    return 0
+    failed = False
+    for name in (n for n in parts if n in chosen):
+        began = time.perf_counter()
+        try:
+            part = parts[name]()
+        except Exception as e:  # noqa: BLE001 - the other parts' figures still count
+            traceback.print_exc()
+            part, failed = [{"what": f"{name}: failed", "error": _error(e)}], True
+        _release(device)
+        print_table(part)
+        print(f"({name}: {time.perf_counter() - began:.0f} s)\n", flush=True)
+        rows += [row | {"part": name} for row in part]
+        if args.json:
+            Path(args.json).write_text(json.dumps(
+                {"command": " ".join(["python", "benchmarks/gpu.py", *sys.argv[1:]]),
+                 "machine": machine(), "rows": rows}, indent=2))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

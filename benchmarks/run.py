@@ -352,6 +352,31 @@ def train(args: argparse.Namespace) -> Rows:
     return rows
 
 
+def _rehearsal_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layers", type=int, default=2, help="SViMo blocks (42 in svimo-5b)")
+    parser.add_argument("--out", default="outputs/rehearsal", help="inputs and runs go here")
+
+
+@benchmark("rehearsal", "svimo-5b at full width on CPUs: ZeRO-3 bf16 on 2 ranks, two stages, "
+           "a resume across their boundary, sampling (time, peak memory)", _rehearsal_arguments)
+def rehearsal(args: argparse.Namespace) -> Rows:
+    """`benchmarks/rehearsal.py` on a fresh local Ray over this machine's CPUs."""
+    import shutil
+
+    import ray
+
+    from benchmarks.rehearsal import rehearse
+    from benchmarks.rehearsal import rows as rehearsal_rows
+
+    shutil.rmtree(args.out, ignore_errors=True)
+    ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False,
+             logging_level="ERROR", log_to_driver=False)
+    try:
+        return rehearsal_rows(rehearse(args.out, layers=args.layers))
+    finally:
+        ray.shutdown()
+
+
 def _camera(cfg) -> np.ndarray:
     from hoi.geometry.camera import intrinsics
 

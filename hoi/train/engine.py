@@ -81,6 +81,9 @@ def build_models(cfg: Config, world_size: int, device: torch.device) -> tuple[SV
         deepspeed.init_distributed(verbose=False)  # over the process group Ray Train made
         with deepspeed.zero.Init(config_dict_or_path=deepspeed_config(cfg, world_size, device)):
             svimo = SViMo(cfg)
+    # zero.Init made SViMo's parameters in the run's precision; DeepSpeed partitions VID in
+    # initialize as it is, and ZeRO-3 keeps all parameters in one dtype
+    vid = vid.to(next(svimo.parameters()).dtype)
     if t.init_from is not None:
         if dist.get_rank() == 0:
             with open_foundation(t.init_from, cfg, cfg.storage) as weights:

@@ -11,10 +11,13 @@ training device: NCCL reduces CUDA tensors only) and turned into the reported ro
     tflops          model TFLOP/s achieved (hoi.model.flops: the joint step, or VID's three
                     passes in the warm-up)
     mfu             tflops / (workers x peak TFLOP/s per device), when the peak is known
+    peak_host_gb    the largest peak resident memory of any worker process so far
+    peak_device_gb  the largest peak of allocated GPU memory of any worker so far (GPUs)
 """
 
 from __future__ import annotations
 
+import resource
 import time
 
 import torch
@@ -81,6 +84,13 @@ class Meter:
             self.terms[name] = value if total is None else total + value
         self.micro_steps += 1
 
+    def _peak_memory(self) -> torch.Tensor:
+        """(host, device) peak bytes of this worker so far, on its device."""
+        device = (torch.cuda.max_memory_allocated(self.device)
+                  if self.device.type == "cuda" else 0)
+        return torch.tensor([_host_peak_bytes(), device], dtype=torch.float64,
+                            device=self.device)
+
     def step(self, phase: str) -> None:
         self.steps += 1
         self.flops += self.flops_per_step[phase]
@@ -96,7 +106,11 @@ class Meter:
             # on the training device: NCCL takes CUDA tensors only (gloo would hide a CPU one)
             dist.all_reduce(values)
             values /= dist.get_world_size()
-        *means, wait, seconds = values.tolist()  # the window's one host sync
+        peaks = self._peak_memory()
+        if dist.is_initialized():
+            dist.all_reduce(peaks, op=dist.ReduceOp.MAX)
+        *means, wait, seconds = values.tolist()  # the window's host syncs: here only
+        host_gb, device_gb = (peaks / 2**30).tolist()
         steps = max(1, self.steps)
         row = dict(zip(names, means, strict=True))
         samples_per_s = self.samples_per_step * steps / seconds
@@ -105,11 +119,19 @@ class Meter:
                 "tokens_per_s": samples_per_s * self.tokens_per_sample,
                 "data_wait": wait / seconds,
                 "step_seconds": seconds / steps,
-                "tflops": tflops}
+                "tflops": tflops,
+                "peak_host_gb": host_gb}
+        if self.device.type == "cuda":
+            row["peak_device_gb"] = device_gb
         if self.peak:
             row["mfu"] = tflops / (self.peak * self.world_size)
         self._reset()
         return row
+
+
+def _host_peak_bytes() -> int:
+    """This process's peak resident memory so far (ru_maxrss: kB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def progress_line(step: int, total: int, stage: int, stages: int, cfg: Config,
@@ -117,7 +139,9 @@ def progress_line(step: int, total: int, stage: int, stages: int, cfg: Config,
     """One line a user can follow in the job's log."""
     terms = " ".join(f"{k} {row[k]:.3f}" for k in ("svimo", "vid") if k in row)
     mfu = f" | MFU {100 * row['mfu']:.1f}%" if "mfu" in row else ""
+    device = f", {row['peak_device_gb']:.1f} GB device" if "peak_device_gb" in row else ""
     return (f"step {step}/{total} | stage {stage + 1}/{stages} {cfg.data.height}x"
             f"{cfg.data.width} | loss {row['total']:.4f} ({terms}) | lr {lr:.2e} | "
             f"{row['samples_per_s']:.2f} samples/s {row['tokens_per_s']:.0f} tokens/s | "
-            f"data wait {100 * row['data_wait']:.1f}% | {row['tflops']:.3f} TFLOP/s{mfu}")
+            f"data wait {100 * row['data_wait']:.1f}% | {row['tflops']:.3f} TFLOP/s{mfu} | "
+            f"peak {row['peak_host_gb']:.1f} GB host{device}")

@@ -36,10 +36,13 @@ def _build_on_rank(rank: int, port: int, overrides: list[str], expected_path: st
     for name, p in params:  # partitioned: an empty tensor, and this rank's share of it
         assert p.numel() == 0 and p.ds_tensor.numel() == math.ceil(p.ds_numel / WORLD), name
     assert not any(hasattr(p, "ds_id") for p in vid.parameters())  # VID: whole, until initialize
+    # one dtype for all (ZeRO-3 requires it): the run's precision
+    dtype = torch.bfloat16 if cfg.train.precision == "bf16" else torch.float32
+    assert {p.dtype for p in [*svimo.parameters(), *vid.parameters()]} == {dtype}
     expected = torch.load(expected_path)
     with deepspeed.zero.GatheredParameters([p for _, p in params]):
         for name, p in params:
-            assert torch.equal(p.data, expected[name]), name
+            assert torch.equal(p.data, expected[name].to(dtype)), name
     for name, buffer in svimo.named_buffers():
         # zero.Init makes torch's float constructors build in its dtype, so a fresh sin-cos
         # table is computed in float32 rather than float64 (3e-8 apart, the same on each rank)
@@ -47,9 +50,10 @@ def _build_on_rank(rank: int, port: int, overrides: list[str], expected_path: st
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("start", ["fresh", "foundation"])
-def test_zero3_builds_svimo_partitioned_and_equal_to_a_whole_build(start, tmp_path: Path):
-    overrides = list(TINY_I2V)
+@pytest.mark.parametrize("start, precision", [("fresh", "fp32"), ("foundation", "bf16")])
+def test_zero3_builds_svimo_partitioned_and_equal_to_a_whole_build(start, precision,
+                                                                   tmp_path: Path):
+    overrides = [*TINY_I2V, "--train.precision", precision]
     if start == "foundation":
         write_foundation(tmp_path / "transformer")
         overrides += ["--train.init_from", str(tmp_path / "transformer")]

@@ -22,7 +22,7 @@ from hoi.data.synthetic import generate_clip
 from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
 from hoi.render.motion_video import render_motion_video
-from hoi.storage import list_files, read_text
+from hoi.storage import read_text
 from hoi.train import checkpoint
 from hoi.train.data import resize_clips
 from hoi.train.engine import deepspeed_config, lr_factor
@@ -142,47 +142,6 @@ def test_bad_inputs_fail_before_any_worker_starts(inputs, tmp_path, ray_local):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_train_on_s3_checkpoints_and_resumes_with_stages_and_ema(inputs, s3, ray_local):
-    """Two workers, ZeRO-2, two micro-batches per step, EMA, two resolution stages, a
-    warm-up step that trains VID and SViMo's video stream; shards, encoders and the run all
-    on S3."""
-    root = s3.fresh_root()
-    s3_inputs = write_train_inputs(root, s3.storage)
-    storage = ["--storage.endpoint_url", s3.endpoint_url, "--train.storage_path", f"{root}/runs",
-               "--train.run_name", "staged", "--train.ema_decay", "0.5",
-               "--train.gradient_accumulation", "2", "--loop.vid_warmup_steps", "1",
-               "--loop.svimo_warmup", "true"]
-    first = _cfg(*s3_inputs, *RUN, *storage, "--train.steps", "4", "--train.checkpoint_every",
-                 "2", "--train.stages", "[[16, 32, 2], [32, 48, 2]]")
-    result = fit(first)
-    assert result.metrics["step"] == 4 and result.metrics["resumed_from"] == 0
-    for key in ("svimo", "vid", "samples_per_s", "tokens_per_s", "data_wait", "tflops"):
-        assert np.isfinite(result.metrics[key]), key
-    assert 0 <= result.metrics["data_wait"] < 1
-    names = {p.rsplit("/", 2)[-2] for p in list_files(f"{root}/runs/staged", s3.storage)
-             if p.endswith(checkpoint.STATE_NAME)}
-    assert names == {"checkpoint-00000002", "checkpoint-00000004"}
-    model = exported_model(first, result)
-    assert model.startswith("s3://") and model.endswith("checkpoint-00000004/model")
-    svimo = SViMo.from_pretrained(f"{model}/svimo", s3.storage)
-    vid = VID.from_pretrained(f"{model}/vid", s3.storage)
-    assert svimo.config.train.run_name == "staged" and isinstance(vid, VID)
-    pipeline = json.loads(read_text(f"{model}/pipeline.json", s3.storage))
-    assert pipeline["step"] == 4 and pipeline["encoders"]["vae"].endswith("codec/vae")
-    # The same run name, more steps: resumes at step 4, inside the second stage.
-    second = _cfg(*s3_inputs, *RUN, *storage, "--train.steps", "6", "--train.checkpoint_every",
-                  "2", "--train.stages", "[[16, 32, 2], [32, 48, 4]]")
-    result = fit(second)
-    assert result.metrics["resumed_from"] == 4 and result.metrics["step"] == 6
-    assert result.metrics["stage"] == 1
-    # the data position counts micro-batches: 2 per step, 4 steps of the second stage so far
-    last = f"{root}/runs/staged/checkpoint-00000006/{checkpoint.STATE_NAME}"
-    assert json.loads(read_text(last, s3.storage))["consumed"] == 8
-    kept = {p.rsplit("/", 2)[-2] for p in list_files(f"{root}/runs/staged", s3.storage)
-            if p.endswith(checkpoint.STATE_NAME)}
-    assert kept == {"checkpoint-00000004", "checkpoint-00000006"}  # keep_checkpoints 2
-
-
 LOSS_TERMS = ("total", "svimo", "svimo_video", "svimo_motion", "vid")
 
 
@@ -193,41 +152,56 @@ def _losses(result) -> dict[int, dict[str, float]]:
             for _, m in result.best_checkpoints}
 
 
-def _weights(cfg: Config, result) -> dict[str, torch.Tensor]:
-    model = Path(exported_model(cfg, result))
-    return {**SViMo.from_pretrained(str(model / "svimo")).state_dict(),
-            **VID.from_pretrained(str(model / "vid")).state_dict()}
+def _weights(model: str, storage: StorageConfig) -> dict[str, torch.Tensor]:
+    return {**SViMo.from_pretrained(f"{model}/svimo", storage).state_dict(),
+            **VID.from_pretrained(f"{model}/vid", storage).state_dict()}
 
 
 def test_a_run_stopped_at_a_stage_boundary_resumes_into_the_next_stage_as_if_never_stopped(
-        inputs, tmp_path, ray_local):
-    """Two workers, two resolution stages of two steps; one run straight through, and one
-    stopped at the boundary (train.stop_at_step: its checkpoint is the last step of stage 1)
-    and run again into stage 2. Same seed, so the same noise, data order (kept by the ingest
-    config) and weights: the loss of every step and the final weights agree to float32
-    rounding. They could differ beyond it only if the resume skipped other batches, drew
-    other noise or restored another optimizer or LR state; the reductions are the same gloo
-    all-reduces in the same order, so the tolerance is tight."""
-    run = [*inputs, *RUN, "--train.storage_path", str(tmp_path / "runs"), "--train.steps", "4",
+        s3, ray_local):
+    """On S3 (shards, encoders, runs): two workers, ZeRO-2, two micro-batches per step, EMA,
+    a warm-up step that trains VID and SViMo's video stream, then two resolution stages of
+    two steps. One run goes straight through; one is stopped at the stage boundary
+    (train.stop_at_step: its checkpoint is stage 1's last step) and run again into stage 2.
+    Same seed, so the same noise, data order (kept by the ingest config) and weights: the
+    loss of every step and the final (EMA) weights agree to float32 rounding. They could
+    differ beyond it only if the resume skipped other batches, drew other noise or restored
+    another optimizer, LR or EMA state; the reductions are the same gloo all-reduces in the
+    same order, so the tolerance is tight."""
+    root = s3.fresh_root()
+    run = [*write_train_inputs(root, s3.storage), *RUN, "--storage.endpoint_url",
+           s3.endpoint_url, "--train.storage_path", f"{root}/runs", "--train.steps", "4",
            "--train.stages", "[[16, 32, 2], [32, 48, 2]]", "--train.checkpoint_every", "1",
-           "--train.keep_checkpoints", "4"]
+           "--train.keep_checkpoints", "4", "--train.ema_decay", "0.5",
+           "--train.gradient_accumulation", "2", "--loop.vid_warmup_steps", "1",
+           "--loop.svimo_warmup", "true"]
     straight_cfg = _cfg(*run, "--train.run_name", "straight")
     straight = fit(straight_cfg)
+    for key in ("svimo", "vid", "samples_per_s", "tokens_per_s", "data_wait", "tflops"):
+        assert np.isfinite(straight.metrics[key]), key
+    assert 0 <= straight.metrics["data_wait"] < 1
     stopped = fit(_cfg(*run, "--train.run_name", "paused", "--train.stop_at_step", "2"))
     assert stopped.metrics["step"] == 2 and stopped.metrics["stage"] == 0
-    boundary = checkpoint.verify(Path(stopped.checkpoint.path))
-    assert (boundary.step, boundary.stage, boundary.consumed) == (2, 0, 2)
+    boundary = checkpoint.verify(f"s3://{stopped.checkpoint.path}", s3.storage)
+    assert (boundary.step, boundary.stage, boundary.consumed) == (2, 0, 4)
     resumed_cfg = _cfg(*run, "--train.run_name", "paused")
     resumed = fit(resumed_cfg)
     assert resumed.metrics["resumed_from"] == 2 and resumed.metrics["step"] == 4
-    # stage 2's stream was read from its start: two micro-batches of its own, none of stage 1's
-    end = checkpoint.verify(Path(resumed.checkpoint.path))
-    assert (end.step, end.stage, end.consumed) == (4, 1, 2)
+    # stage 2's stream was read from its start: its own 2 steps x 2 micro-batches, none of
+    # stage 1's
+    end = checkpoint.verify(f"s3://{resumed.checkpoint.path}", s3.storage)
+    assert (end.step, end.stage, end.consumed) == (4, 1, 4)
     expected, got = _losses(straight), _losses(resumed)
     assert sorted(got) == sorted(expected) == [1, 2, 3, 4]
     for step in expected:
         assert got[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-7), step
-    reference, weights = _weights(straight_cfg, straight), _weights(resumed_cfg, resumed)
+    # the exported (EMA) weights, on S3, and what the export names
+    model = exported_model(resumed_cfg, resumed)
+    assert model.startswith("s3://") and model.endswith("checkpoint-00000004/model")
+    pipeline = json.loads(read_text(f"{model}/pipeline.json", s3.storage))
+    assert pipeline["step"] == 4 and pipeline["encoders"]["vae"].endswith("codec/vae")
+    reference = _weights(exported_model(straight_cfg, straight), s3.storage)
+    weights = _weights(model, s3.storage)
     assert reference.keys() == weights.keys()
     for name, value in reference.items():
         torch.testing.assert_close(weights[name], value, rtol=1e-5, atol=1e-6, msg=name)
@@ -278,6 +252,9 @@ def test_a_killed_worker_is_replaced_and_the_run_resumes_from_its_checkpoint(
     assert result.metrics["step"] == 8 and result.metrics["resumed_from"] in (3, 6)
     state = checkpoint.verify(Path(result.checkpoint.path))
     assert state.step == 8 and state.world_size == 2
+    kept = {p.parent.name for p in (tmp_path / "runs" / "killed").glob(
+        f"*/{checkpoint.STATE_NAME}")}
+    assert kept == {"checkpoint-00000006", "checkpoint-00000008"}  # keep_checkpoints 2
     # ZeRO-3's partitions were gathered into whole inference weights
     svimo = SViMo.from_pretrained(str(Path(exported_model(cfg, result)) / "svimo"))
     assert all(p.numel() > 0 for p in svimo.parameters())
