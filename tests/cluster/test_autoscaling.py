@@ -78,13 +78,32 @@ def test_a_run_the_cluster_can_never_hold_fails_before_any_worker_starts(
     assert done.returncode == 2 and words in done.stderr, done.stderr[-3000:]
 
 
-def test_the_reported_node_types_are_what_ray_train_reads(autoscaling):
-    """Ray's own reader of a cluster's maxima (Ray Train's and Ray Data's) sees them too."""
-    code = (f"import ray, json; ray.init(address={autoscaling.address!r}, "
+def _maxima(cluster: local.LocalCluster) -> dict[str, float]:
+    """What Ray's own reader of a cluster's maxima (Ray Train's and Ray Data's) sees."""
+    code = (f"import ray, json; ray.init(address={cluster.address!r}, "
             "logging_level='ERROR'); from ray._private.state import state; "
             "print(json.dumps(state.get_max_resources_from_cluster_config()))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     assert done.returncode == 0, done.stderr[-2000:]
-    maxima = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_reported_node_types_are_what_ray_train_reads(autoscaling):
+    maxima = _maxima(autoscaling)
     assert maxima["GPU"] == 4 and maxima["CPU"] == 2 + 4
+
+
+def test_the_cloud_clusters_node_types_run_here(tmp_path: Path):
+    """`cluster.local start --node-types ray_cluster.yaml`: the cloud's worker types behind a
+    local head, reported as the cloud head reports them."""
+    state = tmp_path / "cloud"
+    assert local.main(["start", "--nodes", "1", "--cpus-per-node", "1", "--object-store-mb",
+                       "256", "--state", str(state), "--node-types",
+                       str(REPO / "ray_cluster.yaml")]) == 0
+    try:
+        maxima = _maxima(local.read(state))
+    finally:
+        local.stop(state)
+    assert maxima["GPU"] == 2 * 8 + 4 * 1  # two p4de.24xlarge, four g6e.2xlarge
+    assert maxima["accelerator_type:A100"] == 2 and maxima["accelerator_type:L40S"] == 4

@@ -63,3 +63,21 @@ def test_zero3_builds_svimo_partitioned_and_equal_to_a_whole_build(start, precis
     torch.save(whole.state_dict(), tmp_path / "expected.pt")
     mp.spawn(_build_on_rank, args=(free_port(), overrides, str(tmp_path / "expected.pt")),
              nprocs=WORLD, join=True)
+
+
+def test_foundation_buffers_are_broadcast_from_the_training_device(monkeypatch):
+    """`load_partitioned` broadcasts the buffers (the positional table) from rank 0 through
+    the training device: under NCCL a host tensor would fail. The meta device stands in for
+    cuda, as in tests/train/test_meter.py; copying the meta value back then fails, after the
+    broadcast."""
+    from hoi.model.svimo import SViMo
+    from hoi.train.engine import load_partitioned
+
+    seen = []
+    monkeypatch.setattr(dist, "broadcast", lambda tensor, src, *a, **k: seen.append(
+        (tensor.device, src)))
+    cfg = load_config(flavour="svimo-tiny", overrides=TINY_I2V)
+    model = SViMo(cfg)  # whole: gathering a parameter that is not partitioned changes nothing
+    with pytest.raises((NotImplementedError, RuntimeError), match="meta"):
+        load_partitioned(model, dict(model.state_dict()), torch.device("meta"))
+    assert seen == [(torch.device("meta"), 0)]
