@@ -571,8 +571,9 @@ class StorageConfig:
 
     endpoint_url: str | None = None
     """S3-compatible endpoint (e.g. http://127.0.0.1:9000); None means AWS itself."""
-    region: str = "us-east-1"
-    """Region passed to the S3 client."""
+    region: str | None = None
+    """Region of the S3 client; None: the bucket's own (asked once per bucket, as the S3 API
+    answers any request for it), else the AWS configuration's (AWS_REGION, ~/.aws/config)."""
 
 
 @dataclass

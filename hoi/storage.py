@@ -21,9 +21,12 @@ the partial object appears). So callers hand over complete bytes and the upload 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import posixpath
 import tempfile
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from urllib.parse import urlparse
@@ -63,7 +66,9 @@ def resolve_all(paths: Sequence[str], storage: StorageConfig) -> tuple[pafs.File
     if len(on_s3) > 1:
         raise ValueError(f"paths mix s3:// and local locations: {paths[0]!r}, ...")
     inners = [_inner_path(p) for p in paths]
-    return (_s3_filesystem(storage) if on_s3.pop() else pafs.LocalFileSystem()), inners
+    if not on_s3.pop():
+        return pafs.LocalFileSystem(), inners
+    return _s3_filesystem(storage, inners[0].split("/", 1)[0]), inners
 
 
 def _inner_path(path: str) -> str:
@@ -77,17 +82,60 @@ def _inner_path(path: str) -> str:
     return os.path.abspath(path)
 
 
-def _s3_filesystem(storage: StorageConfig) -> pafs.S3FileSystem:
+def _s3_filesystem(storage: StorageConfig, bucket: str) -> pafs.S3FileSystem:
+    url = urlparse(_endpoint(storage.endpoint_url))
+    region = storage.region or bucket_region(bucket, storage.endpoint_url)
     if storage.endpoint_url is None:
-        return pafs.S3FileSystem(region=storage.region)
-    url = urlparse(storage.endpoint_url)
-    if url.scheme not in ("http", "https") or not url.netloc or url.path.strip("/"):
-        raise ValueError(f"storage.endpoint_url must look like http(s)://host:port, "
-                         f"got {storage.endpoint_url!r}")
+        return pafs.S3FileSystem(region=region)
     # Path-style addressing (pyarrow's default with an endpoint override) is what moto, MinIO
     # and other S3-compatible servers expect.
-    return pafs.S3FileSystem(region=storage.region, endpoint_override=url.netloc,
-                             scheme=url.scheme)
+    return pafs.S3FileSystem(region=region, endpoint_override=url.netloc, scheme=url.scheme)
+
+
+def _endpoint(endpoint_url: str | None) -> str:
+    if endpoint_url is None:
+        return "https://s3.amazonaws.com"
+    url = urlparse(endpoint_url)
+    if url.scheme not in ("http", "https") or not url.netloc or url.path.strip("/"):
+        raise ValueError(f"storage.endpoint_url must look like http(s)://host:port, "
+                         f"got {endpoint_url!r}")
+    return f"{url.scheme}://{url.netloc}"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # S3 answers a region mismatch with a 301
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def bucket_region(bucket: str, endpoint_url: str | None = None) -> str:
+    """The region `bucket` lives in: S3 names it in the x-amz-bucket-region header of any
+    answer to a HEAD of the bucket, even an unsigned or redirected one (the S3 client does
+    not follow a bucket to its region by itself). Falls back to the AWS configuration's
+    region (what boto would use), then us-east-1, when the endpoint does not say."""
+    request = urllib.request.Request(f"{_endpoint(endpoint_url)}/{bucket}", method="HEAD")
+    try:
+        headers = urllib.request.build_opener(_NoRedirect).open(request, timeout=10).headers
+    except urllib.error.HTTPError as e:  # 301, 403: the header is there all the same
+        headers = e.headers
+    except OSError:
+        headers = {}
+    region = headers.get("x-amz-bucket-region")
+    if region:
+        return region
+    return (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            or _configured_region() or "us-east-1")
+
+
+def _configured_region() -> str | None:
+    """The region of the AWS configuration file's profile (AWS_PROFILE or default)."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(os.environ.get("AWS_CONFIG_FILE", os.path.expanduser("~/.aws/config")))
+    profile = os.environ.get("AWS_PROFILE", "default")
+    section = profile if profile == "default" else f"profile {profile}"
+    return config.get(section, "region", fallback=None)
 
 
 def to_uri(fs: pafs.FileSystem, inner: str) -> str:
