@@ -38,16 +38,20 @@ UPLOAD_EXCLUDES = [".git", ".venv", "outputs", ".ray-local", "*.egg-info", "__py
 uploads over 500 MiB, and nodes have the project installed)."""
 FORWARDED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                  "AWS_DEFAULT_REGION", "AWS_REGION")
-"""Credentials passed to a job when the submitting shell has them; nodes with an instance
-role or their own AWS config need none."""
+"""Credentials a job is given with `forward_credentials` (`cluster.submit
+--forward-aws-credentials`), for a cluster whose nodes have no instance role. Off by default:
+keys copied from a shell override a node's role, and a session token among them expires
+during a multi-day run."""
 
 
-def job_runtime_env(upload: bool, env_vars: dict[str, str] | None = None) -> dict:
-    """The runtime_env of a job: this shell's AWS credentials (FORWARDED_ENV), no downloads
-    at run time (HF_HUB_OFFLINE: weights come from the paths a job is given) and `env_vars`;
-    with `upload`, the project as working dir (without UPLOAD_EXCLUDES and what .gitignore
-    names)."""
-    env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+def job_runtime_env(upload: bool, env_vars: dict[str, str] | None = None,
+                    forward_credentials: bool = False) -> dict:
+    """The runtime_env of a job: no downloads at run time (HF_HUB_OFFLINE: weights come from
+    the paths a job is given), `env_vars`, with `forward_credentials` this shell's AWS
+    credentials (FORWARDED_ENV); with `upload`, the project as working dir (without
+    UPLOAD_EXCLUDES and what .gitignore names)."""
+    env = ({name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+           if forward_credentials else {})
     env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env_vars or {})}
     runtime_env: dict = {"env_vars": env}
     if upload:

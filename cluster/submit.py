@@ -4,7 +4,8 @@
         jobs/train.py --config configs/default.yaml --train.num_workers 16
 
 is `ray job submit --working-dir . --runtime-env-json '{...}' -- python jobs/train.py ...`
-with the excludes and credentials of `cluster.runtime.job_runtime_env`, and with `--root`
+with the excludes of `cluster.runtime.job_runtime_env` (and, asked for, this shell's AWS
+keys: nodes with an instance role need none), and with `--root`
 expanded into every job's paths (`cluster.runtime.storage_paths`; arguments given after the
 script win). The project is uploaded as the job's working dir for a remote cluster; on a
 cluster of this machine (a loopback address) the job runs in the project directory itself,
@@ -62,7 +63,8 @@ async def _follow(client: JobSubmissionClient, job_id: str) -> None:
 
 def submit(address: str, script: str, args: list[str], root: str | None = None,
            env_vars: dict[str, str] | None = None, follow: bool = True,
-           python: str = "python", upload: bool | None = None) -> tuple[str, JobStatus | None]:
+           python: str = "python", upload: bool | None = None,
+           forward_credentials: bool = False) -> tuple[str, JobStatus | None]:
     """Submit `python script args` (with the root's paths); returns the job id and, when
     following, its final status. `upload` None: only to a remote cluster."""
     check_root(root, address)
@@ -72,7 +74,7 @@ def submit(address: str, script: str, args: list[str], root: str | None = None,
     client = JobSubmissionClient(address)
     job_id = client.submit_job(
         entrypoint=entrypoint(script, args, root, python, None if upload else PROJECT_ROOT),
-        runtime_env=job_runtime_env(upload, env_vars))
+        runtime_env=job_runtime_env(upload, env_vars, forward_credentials))
     if not follow:
         return job_id, None
     asyncio.run(_follow(client, job_id))
@@ -91,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upload", action="store_true",
                         help="upload the project as working dir even to a cluster of this "
                              "machine (always done for a remote one)")
+    parser.add_argument("--forward-aws-credentials", action="store_true",
+                        help="give the job this shell's AWS keys (only for nodes without an "
+                             "instance role)")
     parser.add_argument("--no-wait", action="store_true", help="submit and return the job id")
     parser.add_argument("script", help="e.g. jobs/train.py")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="the job's own arguments")
@@ -102,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         job_id, status = submit(ns.address, ns.script, ns.args, ns.root, env,
                                 follow=not ns.no_wait, python=ns.python,
-                                upload=True if ns.upload else None)
+                                upload=True if ns.upload else None,
+                                forward_credentials=ns.forward_aws_credentials)
     except (ValueError, RuntimeError, ConnectionError) as e:
         print(f"cluster.submit: {e}", file=sys.stderr)
         return 2

@@ -19,10 +19,48 @@ def test_cluster_config_is_valid_for_ray():
     config = yaml.safe_load(CONFIG.read_text())
     validate_config(prepare_config(config))
     assert config["head_node_type"] in config["available_node_types"]
-    assert "RAY_AUTH_MODE" not in CONFIG.read_text()  # authentication stays on in real clusters
     types = config["available_node_types"]
     assert {"gpu_worker", "serve_worker"} <= set(types)  # training and serving pools
     assert sum(t["max_workers"] for t in types.values()) <= config["max_workers"]
+
+
+def test_every_node_has_an_image_credentials_and_room():
+    """No node falls back to the launcher's old default image (CUDA 11.2) or starts without
+    an instance profile (workers get none by default: their jobs would need keys copied from
+    a shell), and each has a root volume sized for its work."""
+    types = yaml.safe_load(CONFIG.read_text())["available_node_types"]
+    for name, spec in types.items():
+        node = spec["node_config"]
+        assert node["ImageId"].startswith("resolve:ssm:/aws/service/deeplearning/ami/"), name
+        assert "instance-profile/" in node["IamInstanceProfile"]["Arn"], name
+        (root,) = node["BlockDeviceMappings"]
+        assert root["Ebs"]["VolumeSize"] >= 200, name
+    assert types["gpu_worker"]["node_config"]["BlockDeviceMappings"][0]["Ebs"][
+        "VolumeSize"] >= 1000  # init_from copies, checkpoint staging, restores
+
+
+def test_training_nodes_talk_over_efa_in_a_placement_group():
+    config = yaml.safe_load(CONFIG.read_text())
+    node = config["available_node_types"]["gpu_worker"]["node_config"]
+    cards = [n for n in node["NetworkInterfaces"] if n["InterfaceType"] == "efa"]
+    assert sorted(n["NetworkCardIndex"] for n in cards) == [0, 1, 2, 3]  # all of a p4de's
+    assert node["Placement"]["GroupName"]
+    workers = " ".join(config["worker_start_ray_commands"])
+    assert "FI_PROVIDER=efa" in workers and "FI_EFA_USE_DEVICE_RDMA=1" in workers
+
+
+def test_ray_runs_with_token_authentication_and_a_loopback_dashboard():
+    """Ray 2.60 turns token authentication on for `ray.init`'s local clusters, not for `ray
+    start`: the launcher config must distribute a token and ask for it on every node; the
+    dashboard (the jobs API) stays off the network."""
+    config = yaml.safe_load(CONFIG.read_text())
+    assert config["file_mounts"]["/home/ubuntu/.ray/auth_token"] == "~/.ray/auth_token"
+    starts = [c for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+              if "ray start" in c]
+    assert len(starts) == 2 and all("RAY_AUTH_MODE=token ray start" in c for c in starts)
+    head = next(c for c in config["head_start_ray_commands"] if "ray start" in c)
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
+    assert any("python -m cluster.node_types" in c for c in config["head_start_ray_commands"])
 
 
 def test_the_check_catches_a_misspelt_field():

@@ -51,6 +51,8 @@ def test_the_runtime_env_uploads_the_project_without_environments_or_outputs(mon
     env = job_runtime_env(upload=True, env_vars={"OMP_NUM_THREADS": "4"})
     assert env["working_dir"] == str(PROJECT_ROOT) and (PROJECT_ROOT / "hoi").is_dir()
     assert {".venv", "outputs", ".git"} <= set(env["excludes"])
-    assert env["env_vars"]["AWS_ACCESS_KEY_ID"] == "key"
-    assert "AWS_SESSION_TOKEN" not in env["env_vars"]
+    # no keys travel unless asked for: nodes use their instance role
+    assert not any(name.startswith("AWS_") for name in env["env_vars"])
+    forwarded = job_runtime_env(upload=True, forward_credentials=True)["env_vars"]
+    assert forwarded["AWS_ACCESS_KEY_ID"] == "key" and "AWS_SESSION_TOKEN" not in forwarded
     assert env["env_vars"]["HF_HUB_OFFLINE"] == "1" and env["env_vars"]["OMP_NUM_THREADS"] == "4"
