@@ -464,8 +464,9 @@ class SampleConfig:
     """Sampler actors, each holding one copy of the model."""
     cpus_per_actor: float = 1.0
     """CPUs reserved by each sampler actor."""
-    gpus_per_actor: float | None = None
-    """GPUs of each sampler actor; None: 1 when the cluster has GPUs, else 0."""
+    gpus_per_actor: float = 0.0
+    """GPUs of each sampler actor (svimo-5b: 1). Decided here, not from the GPUs a cluster
+    has at the moment: on an autoscaling cluster that is 0 until an actor asks for one."""
 
     def __post_init__(self) -> None:
         _require(self.num_steps >= 1 and self.max_steps >= self.num_steps,
@@ -473,7 +474,7 @@ class SampleConfig:
         _require(self.mode in MODE_NAMES,
                  f"sample.mode {self.mode!r} is not one of {list(MODE_NAMES)}")
         _require(self.concurrency >= 1, "sample.concurrency must be >= 1")
-        _require(self.cpus_per_actor >= 0 and (self.gpus_per_actor or 0) >= 0,
+        _require(self.cpus_per_actor >= 0 and self.gpus_per_actor >= 0,
                  "sample.cpus_per_actor and gpus_per_actor must be >= 0")
 
 
@@ -516,8 +517,8 @@ class EvaluateConfig:
     """Evaluation actors, each holding one copy of the model."""
     cpus_per_actor: float = 1.0
     """CPUs reserved by each evaluation actor."""
-    gpus_per_actor: float | None = None
-    """GPUs of each evaluation actor; None: 1 when the cluster has GPUs, else 0."""
+    gpus_per_actor: float = 0.0
+    """GPUs of each evaluation actor (svimo-5b: 1), as sample.gpus_per_actor."""
 
     def __post_init__(self) -> None:
         _require(self.mode in ("joint", "video_to_motion"),
@@ -549,8 +550,11 @@ class ServeConfig:
     """Generations waiting or running beyond which submissions get 429 + Retry-After."""
     replica_cpus: float = 1.0
     """CPUs reserved by each sampler replica."""
-    replica_gpus: float | None = None
-    """GPUs of each sampler replica; None: 1 when the cluster has GPUs, else 0."""
+    replica_gpus: float = 0.0
+    """GPUs of each sampler replica (svimo-5b: 1), as sample.gpus_per_actor."""
+    accelerator_type: str | None = None
+    """The GPU model the sampler replicas run on (as train.accelerator_type), which keeps
+    them off a cluster's training nodes; None: any node."""
     max_image_bytes: int = 10_000_000
     """Largest accepted image upload in bytes."""
     max_image_pixels: int = 16_000_000
@@ -720,6 +724,10 @@ FLAVOURS: dict[str, dict[str, Any]] = {
         "prepare": {"video_encoding": "mp4"},
         # SPEC: ZeRO-3, bf16 (auto on GPU), micro-batch 4 per 80 GB GPU, 5k warm-up + 30k
         # steps at 240 x 368, then 5k at 416 x 624
+        # Sampling, evaluation and serving on one GPU each.
+        "sample": {"gpus_per_actor": 1.0},
+        "evaluate": {"gpus_per_actor": 1.0},
+        "serve": {"replica_gpus": 1.0},
         # The VAE and T5 encode on GPUs, in bf16 (in fp32 on CPUs they would starve training).
         "train": {"steps": 40000, "stages": [[240, 368, 35000], [416, 624, 5000]],
                   "batch_size": 4, "use_gpu": True, "cpus_per_worker": 4.0,

@@ -26,6 +26,7 @@ import numpy as np
 import ray
 import torch
 
+from hoi import resources
 from hoi.config import Config
 from hoi.data.shards import read_clips
 from hoi.geometry.motion import pack, to_camera, unpack
@@ -50,6 +51,7 @@ from hoi.metrics.video import (
 from hoi.metrics.video import background_consistency as bkg_consistency
 from hoi.metrics.video import overall as overall_score
 from hoi.pipeline import SViMoPipeline, find_model
+from hoi.resources import Reservation, ResourceError
 from hoi.storage import is_s3
 from hoi.train.local import load_clips
 
@@ -92,13 +94,14 @@ def run(cfg: Config) -> dict[str, Any]:
         motion_autoencoder=_absolute(e.motion_autoencoder
                                      or os.path.join(e.output, "motion_autoencoder"))))
     e = cfg.evaluate
-    cpus = ray.cluster_resources().get("CPU", 0)
-    if e.concurrency * e.cpus_per_actor + READ_CPUS > cpus:
-        raise EvaluateError(
-            f"{e.concurrency} evaluation actors x {e.cpus_per_actor:g} CPUs leave less than "
-            f"{READ_CPUS} of the cluster's {cpus:g} CPUs to read the clips with (the actors "
-            f"would wait for them forever): lower evaluate.concurrency or "
-            f"evaluate.cpus_per_actor")
+    try:  # the actors and a read task at once, or the actors wait for the reads forever
+        log.info("resources: %s", resources.check([
+            Reservation("evaluation actor", {"CPU": e.cpus_per_actor, "GPU": e.gpus_per_actor},
+                        e.concurrency),
+            Reservation("read task", {"CPU": READ_CPUS}, 1)]))
+    except ResourceError as err:
+        raise EvaluateError(f"{err}: lower evaluate.concurrency, cpus_per_actor or "
+                            f"gpus_per_actor") from None
     try:
         model_dir = find_model(e.model, cfg.storage)
         clips = read_clips(e.shards, cfg.storage, split=e.split, num_cpus=READ_CPUS)
@@ -107,13 +110,10 @@ def run(cfg: Config) -> dict[str, Any]:
     ensure_motion_autoencoder(cfg)
     if e.limit is not None:
         clips = clips.limit(e.limit)
-    gpus = e.gpus_per_actor
-    if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     scored = clips.map_batches(
         ClipEvaluator, fn_constructor_kwargs={"cfg": cfg, "model_dir": model_dir},
         batch_size=1, compute=ray.data.ActorPoolStrategy(size=e.concurrency),
-        num_cpus=e.cpus_per_actor, num_gpus=gpus)
+        num_cpus=e.cpus_per_actor, num_gpus=e.gpus_per_actor or None)
     rows = [json.loads(r["scores"]) for r in scored.iter_rows()]
     if not rows:
         raise EvaluateError(f"no {e.split} clips under {e.shards!r}")

@@ -51,6 +51,13 @@ class Reservation:
     count: int
 
 
+def accelerator(model: str | None) -> dict[str, float]:
+    """The resource Ray asks of a node for an actor pinned to GPU model `model` (what
+    ScalingConfig(accelerator_type=...) and `accelerator_type=` options add): 0.001 of the
+    node's accelerator_type:<model>; nothing for None."""
+    return {f"accelerator_type:{model}": 0.001} if model else {}
+
+
 # ---------------------------------------------------------------------------------------------
 # Node types: from a launcher config, to and from the GCS
 # ---------------------------------------------------------------------------------------------

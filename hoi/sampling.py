@@ -2,8 +2,9 @@
 
 1. Read the requests (JSONL, CSV or Parquet; local or s3://) with Ray Data.
 2. Drop the ids already done (their <output>/<id>/result.json exists), so a rerun resumes.
-3. `map_batches` over an actor pool: each actor holds one `SViMoPipeline` (one GPU when the
-   cluster has GPUs) and writes each request's files to <output>/<id>/.
+3. `map_batches` over an actor pool: each actor holds one `SViMoPipeline` (with
+   `sample.gpus_per_actor` GPUs, checked against what the cluster can hold, autoscaler
+   included) and writes each request's files to <output>/<id>/.
 4. manifest.jsonl: one line per request, {"id", "status": "ok" | "error", "reason", ...},
    rewritten now and then while results arrive and at the end. A bad row (missing image,
    undecodable file, prompt too long, bad option) is an "error" line with its reason; the
@@ -30,9 +31,11 @@ import ray
 from PIL import Image
 from tqdm import tqdm
 
+from hoi import resources
 from hoi.config import Config
 from hoi.outputs import RESULT_NAME, read_result, write_generation
 from hoi.pipeline import InputError, SViMoPipeline, find_model
+from hoi.resources import Reservation, ResourceError
 from hoi.storage import is_s3, join, list_files, read_bytes, resolve, write_bytes, write_text
 from hoi.train.local import load_clips
 
@@ -128,14 +131,18 @@ def _sample(cfg: Config, model_dir: str, requests: list[dict[str, Any]]
     if not requests:
         return
     s = cfg.sample
-    gpus = s.gpus_per_actor
-    if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    actors = min(s.concurrency, len(requests))
+    try:  # the GPUs come from the config: an autoscaling cluster starts with none
+        log.info("resources: %s", resources.check([Reservation(
+            "sampler actor", {"CPU": s.cpus_per_actor, "GPU": s.gpus_per_actor}, actors)]))
+    except ResourceError as e:
+        raise SampleError(f"{e}: lower sample.concurrency, cpus_per_actor or gpus_per_actor"
+                          ) from None
     items = [{"request": json.dumps(r)} for r in requests]
     ds = ray.data.from_items(items).map_batches(
         BatchSampler, fn_constructor_kwargs={"cfg": cfg, "model_dir": model_dir}, batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=min(s.concurrency, len(requests))),
-        num_cpus=s.cpus_per_actor, num_gpus=gpus)
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=s.cpus_per_actor, num_gpus=s.gpus_per_actor or None)
     with tqdm(total=len(requests), desc="sampling", unit="sample") as bar:
         for row in ds.iter_rows():
             entry = json.loads(row["entry"])

@@ -44,6 +44,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from cluster.runtime import PROJECT_ROOT
+from hoi import resources
 from hoi.config import Config, ServeConfig, load_config
 from hoi.model.encoders import load_tokenizer
 from hoi.outputs import content_type, write_generation
@@ -55,6 +56,7 @@ from hoi.pipeline import (
     model_config,
     model_modes,
 )
+from hoi.resources import Reservation, accelerator
 from hoi.storage import is_s3, join, read_bytes, read_text, write_bytes, write_text
 from serve.jobs import DONE, JobStore
 
@@ -377,16 +379,22 @@ def build_app(cfg: Config) -> serve.Application:
     s = cfg.serve
     model_dir = find_model(_absolute(cfg.model_path(s.model)), cfg.storage)
     cfg = dataclasses.replace(cfg, serve=dataclasses.replace(s, results=_absolute(s.results)))
-    gpus = s.replica_gpus
-    if gpus is None:
-        gpus = 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) else 0.0
+    replica = {"num_cpus": s.replica_cpus, "num_gpus": s.replica_gpus}
+    if s.accelerator_type:
+        replica["accelerator_type"] = s.accelerator_type
+    if ray.is_initialized():  # `serve run` on a cluster: fail now rather than wait forever
+        resources.check([Reservation("Serve sampler replica", {
+            "CPU": s.replica_cpus, "GPU": s.replica_gpus} | accelerator(s.accelerator_type),
+            s.min_replicas)])
     store = JobStore.bind(s.max_queued, s.max_replicas)
     sampler = Sampler.options(
         autoscaling_config={"min_replicas": s.min_replicas, "max_replicas": s.max_replicas,
                             "target_ongoing_requests": s.target_ongoing_requests,
                             "upscale_delay_s": s.upscale_delay_s,
                             "downscale_delay_s": s.downscale_delay_s},
-        ray_actor_options={"num_cpus": s.replica_cpus, "num_gpus": gpus},
+        # the GPUs come from the config: an autoscaling cluster has none until a replica
+        # asks for one
+        ray_actor_options=replica,
         # a sampler's queue is the store's; requests wait in the handle, not on replicas
         max_queued_requests=-1,
     ).bind(model_dir, cfg, store)

@@ -12,6 +12,11 @@ def test_svimo_5b_derived_sizes_match_the_paper():
     assert cfg.sequence_length == 26_590
     assert cfg.model.hidden_size == 3072 and cfg.model.num_layers == 42
     assert cfg.train.use_gpu and cfg.train.encode_gpus > 0  # the VAE and T5 encode on GPUs
+    # sampling, evaluation and serving on a GPU each, from the config (not from the GPUs an
+    # autoscaling cluster happens to run at the moment: none, before anything asks)
+    assert cfg.sample.gpus_per_actor == cfg.evaluate.gpus_per_actor == cfg.serve.replica_gpus == 1
+    small = load_config(flavour="svimo-small")
+    assert small.sample.gpus_per_actor == small.evaluate.gpus_per_actor == 0
 
 
 @pytest.mark.parametrize("name", sorted(FLAVOURS))

@@ -64,4 +64,5 @@ def test_actors_that_would_starve_the_reads_are_refused(ray_local: None, capsys)
     # two 1-CPU actors on the 2-CPU test cluster leave nothing to read the clips with
     assert main(["--flavour", "svimo-tiny", "--evaluate.concurrency", "2",
                  "--evaluate.cpus_per_actor", "1"]) == 2
-    assert "lower evaluate.concurrency or evaluate.cpus_per_actor" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "reserves 2.25 CPU" in err and "lower evaluate.concurrency, cpus_per_actor" in err

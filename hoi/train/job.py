@@ -27,7 +27,7 @@ from hoi import resources
 from hoi.config import Config, ConfigError
 from hoi.data.shards import ShardError, inspect_shard, list_shards
 from hoi.model.encoders import load_encoders
-from hoi.resources import Reservation, ResourceError
+from hoi.resources import Reservation, ResourceError, accelerator
 from hoi.storage import exists, is_s3, join, resolve
 from hoi.train.checkpoint import MODEL_DIR
 from hoi.train.data import ingest_config, stage_dataset
@@ -97,8 +97,7 @@ def reservations(cfg: Config) -> list[Reservation]:
     """What the run holds while it trains: its workers, its encoder actors and (at least) one
     Parquet read task."""
     t = cfg.train
-    # Ray asks 0.001 of a node's accelerator_type:<model> resource (ScalingConfig, map_batches)
-    model = {f"accelerator_type:{t.accelerator_type}": 0.001} if t.accelerator_type else {}
+    model = accelerator(t.accelerator_type)
     return [
         Reservation("train worker", {"CPU": t.cpus_per_worker, "GPU": float(t.use_gpu)} | model,
                     t.num_workers),

@@ -18,7 +18,7 @@ import pytest
 
 from cluster import local
 from hoi.config import StorageConfig
-from tests.train.inputs import write_train_inputs
+from tests.train.inputs import write_tiny_model, write_train_inputs
 
 REPO = Path(__file__).resolve().parents[2]
 GPU_NODES = {"gpu_worker": {"resources": {"CPU": 2, "GPU": 2, "accelerator_type:A100": 1},
@@ -107,3 +107,28 @@ def test_the_cloud_clusters_node_types_run_here(tmp_path: Path):
         local.stop(state)
     assert maxima["GPU"] == 2 * 8 + 4 * 1  # two p4de.24xlarge, four g6e.2xlarge
     assert maxima["accelerator_type:A100"] == 2 and maxima["accelerator_type:L40S"] == 4
+
+
+BUILD_APP = """
+import json, sys, ray
+from hoi.config import load_config
+from serve.app import build_app
+ray.init(address=sys.argv[1], logging_level="ERROR")
+app = build_app(load_config(flavour="svimo-5b", overrides=[
+    "--serve.model", sys.argv[2], "--serve.accelerator_type", "A100"]))
+print(json.dumps(app._bound_deployment.init_args[2]._bound_deployment.ray_actor_options))
+"""
+
+
+def test_serve_replicas_ask_for_gpus_before_any_gpu_node_runs(autoscaling, tmp_path: Path):
+    """The svimo-5b Serve app built on a cluster whose GPU nodes have not started: each
+    replica asks for a GPU of the named type (the request the autoscaler answers with a
+    node), rather than for the 0 GPUs the cluster had at build time."""
+    model = write_tiny_model(str(tmp_path), StorageConfig())
+    assert _gpus(autoscaling) == 0
+    done = subprocess.run([sys.executable, "-c", BUILD_APP, autoscaling.address, model],
+                          cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    options = json.loads(done.stdout.strip().splitlines()[-1])
+    assert options["num_gpus"] == 1 and options["accelerator_type"] == "A100"
