@@ -319,9 +319,7 @@ def train(args: argparse.Namespace) -> Rows:
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR",
              log_to_driver=False)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.use_datasource_v2 = False
+    ray.data.DataContext.get_current().enable_progress_bars = False
     rows: Rows = []
     for workers in (1, 2):
         with tempfile.TemporaryDirectory() as storage:

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from hoi import resources
 from hoi.config import Config
+from hoi.data.shards import v1_datasources
 from hoi.outputs import RESULT_NAME, read_result, write_generation
 from hoi.pipeline import InputError, SViMoPipeline, find_model
 from hoi.resources import Reservation, ResourceError
@@ -116,11 +117,10 @@ def read_requests(path: str, cfg: Config) -> list[dict[str, Any]]:
         raise SampleError(f"{path!r}: requests must be a .jsonl, .csv or .parquet file")
     if fs.get_file_info(inner).type.name != "File":
         raise SampleError(f"no request file at {path!r}")
-    # V1 lists files on the driver; V2 lists them in a task that needs a whole free CPU,
-    # which a small cluster's Serve or Train replicas may hold (see hoi/train/job.py).
-    ray.data.DataContext.get_current().use_datasource_v2 = False
     try:
-        return [_plain_row(r) for r in reader(inner, filesystem=fs).take_all()]
+        with v1_datasources():
+            requests = reader(inner, filesystem=fs)
+        return [_plain_row(r) for r in requests.take_all()]
     except Exception as e:  # Arrow's parse errors come in several types
         raise SampleError(f"{path!r} could not be read as requests: {e}") from None
 

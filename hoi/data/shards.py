@@ -21,10 +21,11 @@ and the consumer would have to filter and count it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -229,27 +230,46 @@ def read_clips(root_or_paths: str | Sequence[str], storage: StorageConfig, *,
     # 2. Their footers and schemas, on the driver.
     inners = _check_files(fs, inners, on_error, skipped)
     # 3. Lazy read, with decoding fused into the read tasks.
-    ds = ray.data.read_parquet(inners, filesystem=fs, include_paths=True, file_extensions=None,
-                               num_cpus=num_cpus)
+    with v1_datasources():
+        ds = ray.data.read_parquet(inners, filesystem=fs, include_paths=True,
+                                   file_extensions=None, num_cpus=num_cpus)
     ds = ds.select_columns([*READ_COLUMNS, "path"])  # pushed down into the Parquet read
     decode = partial(_decode_row, fs=fs, num_frames=num_frames, height=height, width=width,
                      on_error=on_error, skipped=skipped)
     return ds.flat_map(decode, num_cpus=num_cpus)
 
 
+@contextlib.contextmanager
+def v1_datasources() -> Iterator[None]:
+    """Ray Data's V1 file datasources for the datasets created inside. Ray 2.60's V2 ones
+    list the files in a task that needs a whole free CPU, which the train workers, encoders
+    or Serve replicas of a small machine may all hold (the read then never starts), and they
+    merge repeated paths, which a training stage's passes over its files are. V1 takes the
+    paths as given, on the driver."""
+    context = ray.data.DataContext.get_current()
+    before, context.use_datasource_v2 = context.use_datasource_v2, False
+    try:
+        yield
+    finally:
+        context.use_datasource_v2 = before
+
+
 def _check_files(fs: pafs.FileSystem, inners: list[str], on_error: OnError,
                  skipped: SkipLog | None) -> list[str]:
-    """The files whose footer and schema are fine; the others raise or are skipped."""
-    with ThreadPoolExecutor(max_workers=min(_FOOTER_THREADS, len(inners))) as pool:
-        results = list(pool.map(partial(_inspect_or_error, fs), inners))
-    errors = {inner: r for inner, r in zip(inners, results, strict=True)
+    """The files whose footer and schema are fine, in the given order (repeats kept: a
+    training stage lists its files once per pass); the others raise or are skipped. Each
+    file's footer is read once, however often it is listed."""
+    unique = list(dict.fromkeys(inners))
+    with ThreadPoolExecutor(max_workers=min(_FOOTER_THREADS, len(unique))) as pool:
+        results = list(pool.map(partial(_inspect_or_error, fs), unique))
+    errors = {inner: r for inner, r in zip(unique, results, strict=True)
               if isinstance(r, ShardError)}
     if errors and on_error == "raise":
-        raise ShardError(f"{len(errors)} of {len(inners)} shard files are unusable:\n"
+        raise ShardError(f"{len(errors)} of {len(unique)} shard files are unusable:\n"
                          + "\n".join(map(str, errors.values())))
     good = [inner for inner in inners if inner not in errors]
     if not good:
-        raise ShardError(f"none of the {len(inners)} shard files is usable:\n"
+        raise ShardError(f"none of the {len(unique)} shard files is usable:\n"
                          + "\n".join(map(str, errors.values())))
     for inner, error in errors.items():
         _skip(Skipped(path=to_uri(fs, inner), reason=str(error)), skipped)

@@ -157,12 +157,7 @@ def fit(cfg: Config) -> ray.train.Result:
     cfg = absolute_paths(cfg)
     checked = check(cfg)
     log.info("resources: %s", checked.resources)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # ours is the step line
-    # Ray Data's V2 Parquet path lists files in a task that needs a whole free CPU, which the
-    # train workers and encoders of a small machine may all hold (the read then never starts);
-    # V1 lists on the driver (read_clips already has every path).
-    context.use_datasource_v2 = False
+    ray.data.DataContext.get_current().enable_progress_bars = False  # ours is the step line
     datasets = {stage_name(i): stage_dataset(cfg, checked.shards, i)
                 for i in range(len(cfg.train_stages()))}
     t = cfg.train

@@ -279,6 +279,29 @@ def test_a_bad_file_raises_naming_it_before_any_ray_work(make_bad, location, mak
     assert bad in str(info.value) and reason in str(info.value)
 
 
+def test_a_file_listed_once_per_pass_is_checked_once(tmp_path, make_clips, monkeypatch,
+                                                     ray_local):
+    """A training stage lists its files once per pass (thousands of times at 5B): their
+    footers are read once each, a bad one is reported once, and the good ones keep every
+    repetition in order."""
+    import hoi.data.shards as shards
+
+    good = write(make_clips(1, prefix="good"), str(tmp_path), LOCAL, index=0)
+    bad = _truncated_shard(make_clips(1), str(tmp_path), LOCAL, 1)
+    inspected = []
+    inspect = shards._inspect
+    monkeypatch.setattr(shards, "_inspect",
+                        lambda fs, inner: inspected.append(inner) or inspect(fs, inner))
+    skipped = SkipLog()
+    ds = read_clips([good, bad] * 50, LOCAL, on_error="skip", skipped=skipped)
+    assert sorted(inspected) == sorted([good, bad])
+    (item,) = skipped.items()
+    assert bad in item.path
+    assert ds.count() == 50  # one clip per listing of the good file
+    with pytest.raises(ShardError, match="1 of 2 shard files"):
+        read_clips([good, bad] * 50, LOCAL)
+
+
 @pytest.mark.parametrize("make_row, reason", [(_wrong_shape_row, "joints: expected (9, 42, 3)"),
                                               (_corrupt_mp4_row, "MP4 bytes do not decode")])
 def test_a_bad_row_raises_naming_file_row_and_clip(make_row, reason, tmp_path, make_clips):
