@@ -219,7 +219,8 @@ def write_local_with(path: str, write: Callable[[str], None]) -> None:
 def local_dir(path: str, storage: StorageConfig) -> Iterator[str]:
     """A local directory with the contents of `path`: `path` itself when local, else a
     temporary copy of the S3 prefix, deleted on exit. For libraries that only read local
-    directories (`from_pretrained`, safetensors memory maps).
+    directories (`from_pretrained`, safetensors memory maps). Files are streamed to disk:
+    a 12 GB checkpoint never sits in memory.
 
     Raises FileNotFoundError when nothing is there."""
     if not is_s3(path):
@@ -232,8 +233,33 @@ def local_dir(path: str, storage: StorageConfig) -> Iterator[str]:
         raise FileNotFoundError(f"nothing under {path!r}")
     with tempfile.TemporaryDirectory(prefix="svimo-") as tmp:
         for name in names:
-            _write_local_atomic(os.path.join(tmp, name), read_bytes(join(path, name), storage))
+            _download(join(path, name), os.path.join(tmp, name), storage)
         yield tmp
+
+
+@contextlib.contextmanager
+def local_file(path: str, storage: StorageConfig) -> Iterator[str]:
+    """A local file with the contents of `path`: itself when local, else a temporary copy
+    streamed from S3, deleted on exit. FileNotFoundError when nothing is there."""
+    if not is_s3(path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no file at {path!r}")
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="svimo-") as tmp:
+        local = os.path.join(tmp, posixpath.basename(path))
+        _download(path, local, storage)
+        yield local
+
+
+def _download(path: str, local: str, storage: StorageConfig) -> None:
+    """Stream the object `path` to the local file `local` (pyarrow copies in chunks)."""
+    fs, inner = resolve(path, storage)
+    if fs.get_file_info(inner).type != pafs.FileType.File:
+        raise FileNotFoundError(f"no file at {path!r}")
+    os.makedirs(os.path.dirname(local), exist_ok=True)
+    pafs.copy_files(inner, local, source_filesystem=fs,
+                    destination_filesystem=pafs.LocalFileSystem())
 
 
 def read_text(path: str, storage: StorageConfig) -> str:

@@ -17,7 +17,7 @@ from hoi.config import Config, StorageConfig, from_dict
 from hoi.storage import (
     is_s3,
     join,
-    read_bytes,
+    local_file,
     read_text,
     write_bytes,
     write_local_with,
@@ -58,7 +58,10 @@ class Pretrained(nn.Module):
         if meta.get("class") != cls.__name__:
             raise ValueError(f"{path!r} holds a {meta.get('class')}, not a {cls.__name__}")
         cfg = from_dict(Config, meta["config"])
-        state = safetensors.torch.load(read_bytes(join(path, WEIGHTS_NAME), storage))
+        # read from a local file (streamed there from S3): one copy of the weights in memory,
+        # made on `device` directly, never a bytes object of the whole file beside them
+        with local_file(join(path, WEIGHTS_NAME), storage) as weights:
+            state = safetensors.torch.load_file(weights, device=str(device or "cpu"))
         return build_with_state(cls, cfg, state, device=device, dtype=dtype)
 
 
