@@ -225,7 +225,7 @@ class SViMoPipeline:
             raise InputError("motion holds NaN or infinite values")
         motion = pack(torch.from_numpy(joints), torch.from_numpy(points))[None]
         motion = normalize(motion, self.cfg.vid.coord_center, self.cfg.vid.coord_scale)
-        return motion.to(device=self.vae.device, dtype=self.vae.dtype)
+        return motion.to(device=self.vae.device)  # float32, as the sampler keeps the motion
 
     def _given_video(self, mode: str, video: np.ndarray | bytes | None
                      ) -> torch.Tensor | None:

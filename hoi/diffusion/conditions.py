@@ -56,7 +56,8 @@ def image_noise_sigma(cfg: Config, batch: int, generator: torch.Generator | None
 def render_guidance(motion: torch.Tensor, K: torch.Tensor, vae: VideoVAE, cfg: Config
                     ) -> torch.Tensor:
     """`Proj` + VAE: a normalised camera-frame motion (B, N, 340, 3) -> the latent of its
-    rendered motion video (B, F, C, h, w), drawn with intrinsics K (B, 3, 3)."""
+    rendered motion video (B, F, C, h, w) in the VAE's dtype (the latents'), drawn with
+    intrinsics K (B, 3, 3)."""
     joints, points = unpack(denormalize(motion.float(), cfg.vid.coord_center,
                                         cfg.vid.coord_scale))
     B = motion.shape[0]
@@ -64,7 +65,11 @@ def render_guidance(motion: torch.Tensor, K: torch.Tensor, vae: VideoVAE, cfg: C
     T = torch.zeros(B, 3, device=motion.device)
     frames = render_motion_video(joints, points, K.to(motion.device).float(), R, T,
                                  cfg.data.height, cfg.data.width)
-    return vae.encode(frames).to(motion.dtype)
+    return vae.encode(frames)
+
+
+FLOAT32_FIELDS = ("motion", "K")
+"""TrainBatch fields kept in float32 whatever the networks compute in."""
 
 
 @dataclass
@@ -92,11 +97,15 @@ class TrainBatch:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
            ) -> TrainBatch:
-        """Floating tensors to `dtype` (K stays float32), all to `device`."""
+        """The latents and text features to `dtype` (the networks' precision), all to
+        `device`. The 3D motion and K stay float32: in bf16 the motion's normalised units
+        are about a millimetre apart, the size of its velocity and acceleration terms, which
+        its targets, noise and losses need finer."""
         moved = {}
         for f in fields(self):
             x = getattr(self, f.name)
-            moved[f.name] = x.to(device=device, dtype=None if f.name == "K" else dtype)
+            moved[f.name] = x.to(device=device,
+                                 dtype=None if f.name in FLOAT32_FIELDS else dtype)
         return TrainBatch(**moved)
 
 

@@ -89,6 +89,8 @@ class Sampler:
         variant = self.svimo.config.loop.variant
         known_motion, known_m_lat, known_v_lat = _given(mode, motion, motion_latent,
                                                         video_latent, self.svimo.config)
+        if known_motion is not None:  # the 3D motion in float32 (see TrainBatch.to)
+            known_motion = known_motion.float()
         if known_motion is not None and known_m_lat is None:
             known_m_lat = render_guidance(known_motion, K, self.vae, cfg)
 
@@ -99,8 +101,9 @@ class Sampler:
         lat_shape = (B, F, cfg.latent.channels, h, w)
         z_v = torch.randn(lat_shape, generator=generator, device=device).to(dtype)
         z_m = torch.randn(lat_shape, generator=generator, device=device).to(dtype)
+        # the 3D motion in float32 whatever the networks compute in (see TrainBatch.to)
         x_h = torch.randn((B, cfg.data.num_frames, NUM_ENTITIES, 3), generator=generator,
-                          device=device).to(dtype)
+                          device=device)
         image = image_condition(image_latent, F, cfg.diffusion.image_latent)
         scheduler = self.schedule.sampling_scheduler(sampler, num_steps)
         timesteps = scheduler.timesteps

@@ -401,7 +401,10 @@ class VID(Pretrained):
             t: (B,) integer timesteps.
             text: (B, L, model.text_embed_dim) the prompt's features, as SViMo gets them.
         Returns:
-            (B, N, 340, 3) x0_hat.
+            (B, N, 340, 3) x0_hat, in motion_t's dtype: the network computes in its own (bf16
+            on GPUs), the 3D motion around it stays in what the caller keeps it in (float32:
+            in bf16 normalised units are a millimetre apart, the size of the motion's
+            velocity and acceleration terms).
         """
         batch, frames = motion_t.shape[:2]
         if motion_t.shape[2:] != (NUM_ENTITIES, 3):
@@ -410,11 +413,13 @@ class VID(Pretrained):
         if t.shape != (batch,) or video_latent.shape[0] != batch or text.shape[0] != batch:
             raise ValueError(f"batch sizes differ: motion {batch}, t {tuple(t.shape)}, "
                              f"latents {video_latent.shape[0]}, text {text.shape[0]}")
-        # 1. memory from both latent streams and the prompt
-        memory = torch.cat([self.encode_latents(video_latent, motion_latent),
-                            self.text_embed(text.to(self.text_embed[0].weight.dtype))], dim=1)
+        # 1. memory from both latent streams and the prompt, in the network's dtype
+        dtype = self.group_embedding.dtype
+        memory = torch.cat([self.encode_latents(video_latent.to(dtype), motion_latent.to(dtype)),
+                            self.text_embed(text.to(dtype))], dim=1)
         # 2. one token per entity group and video frame, timed in video frames like the memory
-        x = torch.stack([embed(motion_t[:, :, start:stop].flatten(2)) for embed, (start, stop)
+        motion = motion_t.to(dtype)
+        x = torch.stack([embed(motion[:, :, start:stop].flatten(2)) for embed, (start, stop)
                          in zip(self.motion_embed, self.groups, strict=True)], dim=2)
         frame_positions = torch.arange(frames, dtype=torch.float32, device=motion_t.device)
         time_code = sinusoidal_embedding(frame_positions, self.hidden_size).to(x.dtype)
@@ -425,7 +430,7 @@ class VID(Pretrained):
         for layer in self.layers:
             x = _maybe_checkpoint(layer, self.gradient_checkpointing, x, memory, c)
         # 4. back to coordinates
-        return self.head(x.view(batch, frames, len(self.groups), -1), c)
+        return self.head(x.view(batch, frames, len(self.groups), -1), c).to(motion_t.dtype)
 
 
 __all__ = ["VID", "FeatureFusion", "LatentEncoder", "VIDLayer", "latent_frame_positions",

@@ -190,3 +190,31 @@ def test_separate_models_learn_one_stream_each(batch):
     torch.testing.assert_close(a["svimo_motion"], b["svimo_motion"])  # the video is not read
     assert not torch.allclose(a["svimo_video"], b["svimo_video"])
     assert "vid" not in a and _grads(a["total"], parts.vid) == 0
+
+
+def test_a_bf16_step_keeps_the_motion_its_targets_and_losses_in_float32(batch, monkeypatch):
+    """The networks in bf16, as on GPUs (TrainSystem casts the batch with `TrainBatch.to`):
+    the 3D motion, its noise, VID's estimate handed to the loss and the loss terms stay
+    float32 (in bf16 the normalised motion's spacing is about a millimetre, the size of its
+    velocity and acceleration terms)."""
+    import hoi.diffusion.closed_loop as closed_loop
+
+    cfg = load_config(flavour="svimo-tiny")
+    parts = build_parts(cfg, perturb=0.05)
+    bf16 = torch.bfloat16
+    parts.svimo.to(bf16)
+    parts.vid.to(bf16)
+    parts.vae.to(dtype=bf16)
+    loop = ClosedLoop(cfg, parts.svimo, parts.vid, parts.vae, parts.null_text)
+    seen = []
+    vid_loss = closed_loop.vid_loss
+    monkeypatch.setattr(closed_loop, "vid_loss", lambda pred, target: seen.append(
+        (pred.dtype, target.dtype)) or vid_loss(pred, target))
+    moved = batch.to(dtype=bf16)
+    assert moved.video_latent.dtype == moved.text.dtype == bf16
+    assert moved.motion.dtype == moved.K.dtype == torch.float32
+    assert torch.equal(moved.motion, batch.motion)  # not rounded on the way
+    for phase in ("warmup", "joint"):
+        terms = loop.losses(moved, torch.Generator().manual_seed(0), phase)
+        assert terms["vid"].dtype == torch.float32 and torch.isfinite(terms["total"])
+    assert seen == [(torch.float32, torch.float32)] * 2
