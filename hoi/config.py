@@ -497,16 +497,17 @@ class EvaluateConfig:
     mode: str = "joint"
     """Sampling mode: joint or video_to_motion (the clip's video given)."""
     output: str = "outputs/eval"
-    """Where table.md, table.csv, clips.csv and the plots go (local)."""
+    """Where table.md, table.csv, clips.csv and the plots go (local or s3://)."""
     name: str | None = None
     """The table row's name; None: the model directory's checkpoint name."""
     dino: str | None = None
-    """A transformers ViTModel directory of DINO ViT-B/16 weights (subject consistency);
-    None: that column is left empty."""
+    """A transformers ViTModel directory of DINO ViT-B/16 weights (subject consistency; local
+    or s3://); None: that column is left empty."""
     clip: str | None = None
-    """A transformers CLIPModel directory (background consistency); None: left empty."""
+    """A transformers CLIPModel directory (background consistency; local or s3://); None:
+    left empty."""
     i3d: str | None = None
-    """A TorchScript I3D file (FVD); None: left empty."""
+    """A TorchScript I3D file (FVD; local or s3://); None: left empty."""
     motion_autoencoder: str | None = None
     """The interaction FID's motion autoencoder directory; trained on the train split's motions
     and saved there when missing; None: <output>/motion_autoencoder."""

@@ -7,7 +7,7 @@
    per seed, and scores the sample against the clip (`score`).
 3. The driver averages per clip, computes the set metrics (interaction FID, FVD) and writes
    `table.md` / `table.csv` (the paper's columns, then ours), `clips.csv` (one row per clip
-   and seed) and `plots.png` to `evaluate.output`. The ground truth's own row is there too:
+   and seed) and `plots.png` to `evaluate.output` (local or s3://, like every input). The ground truth's own row is there too:
    the level of the reference-free metrics on real data.
 """
 
@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import logging
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ import torch
 
 from hoi import resources
 from hoi.config import Config
-from hoi.data.shards import read_clips
+from hoi.data.shards import read_clips, read_motions
 from hoi.geometry.motion import pack, to_camera, unpack
 from hoi.metrics.autoencoder import MotionAutoencoder, train_motion_autoencoder
 from hoi.metrics.consistency import (
@@ -52,8 +52,16 @@ from hoi.metrics.video import background_consistency as bkg_consistency
 from hoi.metrics.video import overall as overall_score
 from hoi.pipeline import SViMoPipeline, find_model
 from hoi.resources import Reservation, ResourceError
-from hoi.storage import is_s3
-from hoi.train.local import load_clips
+from hoi.storage import (
+    exists,
+    is_s3,
+    join,
+    local_dir,
+    local_file,
+    makedirs,
+    write_bytes,
+    write_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +96,12 @@ def run(cfg: Config) -> dict[str, Any]:
     table rows {name: {column: value}} and the output paths."""
     e = cfg.evaluate
     shards = e.shards or cfg.train.shards
+    output = _absolute(e.output)
     cfg = dataclasses.replace(cfg, evaluate=dataclasses.replace(
-        e, output=os.path.abspath(e.output), shards=_absolute(shards),
+        e, output=output, shards=_absolute(shards),
         model=_absolute(cfg.model_path(e.model)),
         motion_autoencoder=_absolute(e.motion_autoencoder
-                                     or os.path.join(e.output, "motion_autoencoder"))))
+                                     or join(output, "motion_autoencoder"))))
     e = cfg.evaluate
     try:  # the actors and a read task at once, or the actors wait for the reads forever
         log.info("resources: %s", resources.check([
@@ -121,12 +130,15 @@ def run(cfg: Config) -> dict[str, Any]:
     table = {name: aggregate([r["sample"] for r in rows]),
              TRUTH: aggregate([r["truth"] for r in rows])}
     table[name] |= set_metrics(rows)
-    out = Path(e.output)
-    out.mkdir(parents=True, exist_ok=True)
-    write_tables(table, out)
-    write_clips([r["sample"] | r["ids"] for r in rows], out / "clips.csv")
-    plot(rows, name, out / "plots.png")
-    return {"table": table, "output": str(out), "clips": len(rows)}
+    out, storage = e.output, cfg.storage
+    makedirs(out, storage)
+    markdown = table_markdown(table)
+    write_text(join(out, "table.md"), markdown, storage)
+    write_text(join(out, "table.csv"), table_csv(table), storage)
+    write_text(join(out, "clips.csv"), clips_csv([r["sample"] | r["ids"] for r in rows]),
+               storage)
+    write_bytes(join(out, "plots.png"), plot(rows, name), storage)
+    return {"table": table, "markdown": markdown, "output": out, "clips": len(rows)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,11 +152,20 @@ class ClipEvaluator:
     def __init__(self, cfg: Config, model_dir: str) -> None:
         e = cfg.evaluate
         self.cfg = cfg
-        self.pipe = SViMoPipeline.from_pretrained(model_dir, cfg.storage)
-        self.autoencoder = MotionAutoencoder.from_pretrained(e.motion_autoencoder)
-        self.dino = DinoFeatures.from_pretrained(e.dino) if e.dino else None
-        self.clip = ClipFeatures.from_pretrained(e.clip) if e.clip else None
-        self.i3d = TorchScriptI3D(e.i3d) if e.i3d else None
+        storage = cfg.storage
+        self.pipe = SViMoPipeline.from_pretrained(model_dir, storage)
+        self.autoencoder = MotionAutoencoder.from_pretrained(e.motion_autoencoder, storage)
+        # the feature networks from local or s3:// paths (copied to a temporary directory)
+        self.dino = self.clip = self.i3d = None
+        if e.dino:
+            with local_dir(e.dino, storage) as path:
+                self.dino = DinoFeatures.from_pretrained(path)
+        if e.clip:
+            with local_dir(e.clip, storage) as path:
+                self.clip = ClipFeatures.from_pretrained(path)
+        if e.i3d:
+            with local_file(e.i3d, storage) as path:
+                self.i3d = TorchScriptI3D.from_pretrained(path)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
         out = []
@@ -244,16 +265,18 @@ def set_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def ensure_motion_autoencoder(cfg: Config) -> None:
-    """Train the FID's autoencoder on the train split's camera-frame motions unless it exists."""
-    path = Path(cfg.evaluate.motion_autoencoder)
-    if (path / "config.json").is_file():
+    """Train the FID's autoencoder on the train split's camera-frame motions unless it exists
+    (local or s3://). Only the motion columns of the shards are read, no video."""
+    path, storage = cfg.evaluate.motion_autoencoder, cfg.storage
+    if exists(join(path, "config.json"), storage):
         return
-    clips = load_clips(cfg.evaluate.shards, "train", cfg, cfg.storage)
-    motions = torch.stack([camera_motion(c.joints, c.points, c.R, c.T) for c in clips])
-    log.info("training the interaction-FID motion autoencoder on %d train motions", len(clips))
+    rows = read_motions(cfg.evaluate.shards, storage, "train")
+    motions = torch.stack([camera_motion(m["joints"], m["points"], m["R"], m["T"])
+                           for m in rows])
+    log.info("training the interaction-FID motion autoencoder on %d train motions", len(rows))
     model, losses = train_motion_autoencoder(motions, steps=cfg.evaluate.autoencoder_steps)
     log.info("motion autoencoder: loss %.4f -> %.4f", losses[0], losses[-1])
-    model.save_pretrained(path)
+    model.save_pretrained(path, storage)
 
 
 def camera_motion(joints: np.ndarray, points: np.ndarray, R: np.ndarray, T: np.ndarray
@@ -264,32 +287,37 @@ def camera_motion(joints: np.ndarray, points: np.ndarray, R: np.ndarray, T: np.n
     return to_camera(motion, torch.tensor(R)[None], torch.tensor(T)[None])[0]
 
 
-def write_tables(table: dict[str, dict[str, float]], out: Path) -> None:
-    """table.md (arrows say which way is better; empty: not computed) and table.csv."""
+def table_markdown(table: dict[str, dict[str, float]]) -> str:
+    """table.md: arrows say which way is better; empty: not computed."""
     heads = [f"{head} {'↑' if up else '↓'}" for _, head, up, _ in COLUMNS]
     lines = ["| model | " + " | ".join(heads) + " |", "|" + " --- |" * (len(COLUMNS) + 1)]
     for name, values in table.items():
         cells = [_cell(values.get(key), fmt) for key, _, _, fmt in COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    (out / "table.md").write_text("\n".join(lines) + "\n")
-    with open(out / "table.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["model", *[key for key, *_ in COLUMNS]])
-        for name, values in table.items():
-            writer.writerow([name, *[values.get(key, "") for key, *_ in COLUMNS]])
+    return "\n".join(lines) + "\n"
 
 
-def write_clips(rows: list[dict[str, Any]], path: Path) -> None:
+def table_csv(table: dict[str, dict[str, float]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["model", *[key for key, *_ in COLUMNS]])
+    for name, values in table.items():
+        writer.writerow([name, *[values.get(key, "") for key, *_ in COLUMNS]])
+    return out.getvalue()
+
+
+def clips_csv(rows: list[dict[str, Any]]) -> str:
     keys = ["clip_id", "seed", "action", "tool", "target",
             *[k for k, *_ in COLUMNS if k in rows[0]]]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, keys, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, keys, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
 
 
-def plot(rows: list[dict[str, Any]], name: str, path: Path) -> None:
-    """Per-clip MPJPE and PSNR histograms, and the reference-free metrics of the samples
+def plot(rows: list[dict[str, Any]], name: str) -> bytes:
+    """PNG: per-clip MPJPE and PSNR histograms, and the reference-free metrics of the samples
     next to the ground truth's."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -310,7 +338,9 @@ def plot(rows: list[dict[str, Any]], name: str, path: Path) -> None:
     axes[2].set(title="reference-free metrics", ylim=(0, 1.05))
     axes[2].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    return png.getvalue()
 
 
 def _cell(value: float | None, fmt: str) -> str:

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     except EvaluateError as e:
         print(f"evaluate: {e}", file=sys.stderr)
         return 2
-    print(open(f"{result['output']}/table.md").read())
+    print(result["markdown"])
     print(f"{result['clips']} samples; tables and plots in {result['output']}")
     return 0
 

@@ -41,7 +41,13 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 
 from hoi.config import StorageConfig
 from hoi.data.clip import Clip
-from hoi.data.schema import REQUIRED_COLUMNS, SCHEMA, missing_columns, row_to_clip
+from hoi.data.schema import (
+    REQUIRED_COLUMNS,
+    SCHEMA,
+    get_array,
+    missing_columns,
+    row_to_clip,
+)
 from hoi.storage import join, list_files, resolve, resolve_all, to_uri, write_bytes
 
 logger = logging.getLogger(__name__)
@@ -314,6 +320,27 @@ def _skip(item: Skipped, skipped: SkipLog | None) -> None:
     logger.warning("skipping %s", item.reason)
     if skipped is not None:
         skipped.add(item)
+
+
+def read_motions(root: str, storage: StorageConfig, split: str
+                 ) -> list[dict[str, np.ndarray]]:
+    """The motions of a split, read in this process from the motion columns alone (joints,
+    points and the camera's R and T): no video is read or decoded. One dict per clip:
+    joints (N, 42, 3), points (N, 298, 3), R (3, 3), T (3,), float32."""
+    columns = [f"{name}{suffix}" for name in ("joints", "points")
+               for suffix in ("", "_shape", "_dtype")] + ["camera_R", "camera_T"]
+    motions = []
+    for path in list_shards(root, storage, split):
+        fs, inner = resolve(path, storage)
+        with fs.open_input_file(inner) as f:
+            rows = pq.read_table(f, columns=columns).to_pylist()
+        for row in rows:
+            motions.append({"joints": get_array(row, "joints"), "points": get_array(row, "points"),
+                            "R": np.asarray(row["camera_R"], np.float32).reshape(3, 3),
+                            "T": np.asarray(row["camera_T"], np.float32)})
+    if not motions:
+        raise FileNotFoundError(f"no {split} clips under {root!r}")
+    return motions
 
 
 # ---------------------------------------------------------------------------------------------

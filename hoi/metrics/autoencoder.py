@@ -19,14 +19,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
+import safetensors.torch
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from hoi.config import StorageConfig
 from hoi.geometry.motion import NUM_ENTITIES
+from hoi.storage import join, read_bytes, read_text, write_bytes, write_text
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
@@ -112,21 +113,22 @@ class MotionAutoencoder(nn.Module):
         target = self._standardise(motion)
         return F.mse_loss(self.decode(self.encode(motion), motion.shape[1]), target)
 
-    def save_pretrained(self, path: str | Path) -> None:
-        """Write `config.json` and `model.safetensors` (weights and normalisation) to `path`."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()},
-                  str(path / WEIGHTS_NAME))
+    def save_pretrained(self, path: str, storage: StorageConfig | None = None) -> None:
+        """Write `model.safetensors` (weights and normalisation), then `config.json`, to
+        `path` (local or s3://)."""
+        storage = storage or StorageConfig()
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        write_bytes(join(path, WEIGHTS_NAME), safetensors.torch.save(state), storage)
+        write_text(join(path, CONFIG_NAME), json.dumps(asdict(self.config), indent=2), storage)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu"
-                        ) -> MotionAutoencoder:
-        """Load a model written by `save_pretrained`, in eval mode."""
-        path = Path(path)
-        model = cls(MotionAEConfig(**json.loads((path / CONFIG_NAME).read_text())))
-        model.load_state_dict(load_file(str(path / WEIGHTS_NAME), device=str(device)))
+    def from_pretrained(cls, path: str, storage: StorageConfig | None = None,
+                        device: str | torch.device = "cpu") -> MotionAutoencoder:
+        """Load a model written by `save_pretrained` (local or s3://), in eval mode."""
+        storage = storage or StorageConfig()
+        model = cls(MotionAEConfig(**json.loads(read_text(join(path, CONFIG_NAME), storage))))
+        model.load_state_dict(safetensors.torch.load(read_bytes(join(path, WEIGHTS_NAME),
+                                                                storage)))
         return model.to(device).eval()
 
 

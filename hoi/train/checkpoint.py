@@ -30,7 +30,7 @@ import torch.distributed as dist
 
 from hoi.config import Config, StorageConfig
 from hoi.model.pretrained import MODEL_DIR, PIPELINE_NAME, write_pretrained
-from hoi.storage import join, list_files, read_text
+from hoi.storage import join, list_files, read_text, write_text
 from hoi.train.engine import EMA, split_state
 
 STATE_NAME = "train_state.json"
@@ -98,17 +98,18 @@ def _export_state(engine: Any, ema: EMA | None) -> dict[str, torch.Tensor] | Non
     return state
 
 
-def export(directory: str | Path, state: dict[str, torch.Tensor], cfg: Config, step: int
-           ) -> None:
+def export(directory: str | Path, state: dict[str, torch.Tensor], cfg: Config, step: int,
+           storage: StorageConfig | None = None) -> None:
     """Inference weights: svimo/ and vid/ as `from_pretrained` directories, and
-    pipeline.json naming them and the encoders they were trained with."""
-    root = Path(directory)
+    pipeline.json naming them and the encoders they were trained with, written last (local
+    or s3://)."""
+    root, storage = str(directory), storage or StorageConfig()
     svimo_state, vid_state = split_state(state)
-    write_pretrained("SViMo", cfg, svimo_state, str(root / "svimo"))
-    write_pretrained("VID", cfg, vid_state, str(root / "vid"))
+    write_pretrained("SViMo", cfg, svimo_state, join(root, "svimo"), storage)
+    write_pretrained("VID", cfg, vid_state, join(root, "vid"), storage)
     pipeline = {"svimo": "svimo", "vid": "vid", "step": step,
                 "encoders": dataclasses.asdict(cfg.encoders)}
-    (root / PIPELINE_NAME).write_text(json.dumps(pipeline, indent=2))
+    write_text(join(root, PIPELINE_NAME), json.dumps(pipeline, indent=2), storage)
 
 
 def verify(directory: str | Path, storage: StorageConfig | None = None) -> TrainState:

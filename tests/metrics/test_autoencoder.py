@@ -53,9 +53,9 @@ def test_features_shape_and_length_independence(trained) -> None:
 
 def test_save_load_round_trip(trained, tmp_path) -> None:
     model, _ = trained
-    model.save_pretrained(tmp_path)
+    model.save_pretrained(str(tmp_path))
     assert json.loads((tmp_path / "config.json").read_text())["latent"] == TINY.latent
-    loaded = MotionAutoencoder.from_pretrained(tmp_path)
+    loaded = MotionAutoencoder.from_pretrained(str(tmp_path))
     x = motions(4, 2)
     with torch.no_grad():
         assert torch.equal(loaded.encode(x), model.encode(x))

@@ -56,5 +56,5 @@ def write_tiny_model(root: str, storage: StorageConfig, overrides: list[str] = (
     torch.manual_seed(0)
     state = {**{f"svimo.{k}": v for k, v in SViMo(cfg).state_dict().items()},
              **{f"vid.{k}": v for k, v in VID(cfg).state_dict().items()}}
-    export(f"{root}/model", state, cfg, step=0)
+    export(f"{root}/model", state, cfg, step=0, storage=storage)
     return f"{root}/model"
