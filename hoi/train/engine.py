@@ -103,6 +103,7 @@ def load_partitioned(model: nn.Module, tensors: Mapping[str, torch.Tensor] | Non
     the process group's backend reduces (NCCL: CUDA only). Every rank calls this."""
     import deepspeed
 
+    persistent = set(model.state_dict())  # names only: no parameter is gathered for them
     for prefix, module in model.named_modules():
         params = list(module.named_parameters(prefix=prefix, recurse=False))
         if params:
@@ -112,7 +113,7 @@ def load_partitioned(model: nn.Module, tensors: Mapping[str, torch.Tensor] | Non
                     for name, p in params:
                         p.copy_(tensors[name])
         for name, buffer in module.named_buffers(prefix=prefix, recurse=False):
-            if name not in model.state_dict():  # not persistent: not in a checkpoint
+            if name not in persistent:  # not in a checkpoint
                 continue
             value = (tensors[name] if tensors is not None else buffer).to(device, buffer.dtype)
             dist.broadcast(value, 0)
