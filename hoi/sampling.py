@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -33,7 +34,6 @@ from tqdm import tqdm
 
 from hoi import resources
 from hoi.config import Config
-from hoi.data.shards import v1_datasources
 from hoi.outputs import RESULT_NAME, read_result, write_generation
 from hoi.pipeline import InputError, SViMoPipeline, find_model
 from hoi.resources import Reservation, ResourceError
@@ -123,6 +123,19 @@ def read_requests(path: str, cfg: Config) -> list[dict[str, Any]]:
         return [_plain_row(r) for r in requests.take_all()]
     except Exception as e:  # Arrow's parse errors come in several types
         raise SampleError(f"{path!r} could not be read as requests: {e}") from None
+
+
+@contextlib.contextmanager
+def v1_datasources() -> Iterator[None]:
+    """Ray Data's V1 file datasources for the datasets created inside: Ray 2.60's V2 ones list
+    the files in a task that needs a whole free CPU, which a small cluster's Serve or Train
+    replicas may all hold (the read then never starts); V1 lists on the driver."""
+    context = ray.data.DataContext.get_current()
+    before, context.use_datasource_v2 = context.use_datasource_v2, False
+    try:
+        yield
+    finally:
+        context.use_datasource_v2 = before
 
 
 def _sample(cfg: Config, model_dir: str, requests: list[dict[str, Any]]

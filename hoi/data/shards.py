@@ -8,8 +8,12 @@ Reading (`read_clips`) happens in two places:
 1. on the driver, before any Ray work: the shard list, then every file's Parquet footer and
    schema (a few KB each, fetched by a thread pool since it is latency, not CPU). A missing
    root, an empty one, a truncated file or a missing required column is reported here;
-2. in Ray Data: `read_parquet` streams the rows and a fused `flat_map` decodes each one with
-   `row_to_clip`, so a consumer only ever sees clips that passed `Clip.validate`.
+2. in Ray Data: a dataset of the listed files (repeats kept, in order: a training stage
+   lists its files once per pass) whose tasks read each file row by row and decode each row
+   with `row_to_clip`, so a consumer only ever sees clips that passed `Clip.validate`. Ray
+   Data is handed no file paths to list, size or check again: its own Parquet readers would
+   ask the store about every listed path (a HEAD each on S3, hundreds of thousands for a 5B
+   run's first stage), and Ray 2.60's V2 reader merges repeated paths into one.
 
 With ``on_error="skip"`` bad files and rows are left out and recorded in a `SkipLog`: a small
 Ray actor that the driver and every decode task report to, so the caller can read the count and
@@ -21,9 +25,9 @@ and the consumer would have to filter and count it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
+import math
 import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +63,10 @@ READ_COLUMNS = list(REQUIRED_COLUMNS)
 CLIP_COLUMNS = tuple(f.name for f in dataclasses.fields(Clip))
 # Footers are fetched in parallel on the driver; I/O-bound, so threads (pyarrow drops the GIL).
 _FOOTER_THREADS = 16
+FILES_PER_TASK = 64
+"""Listed files a read task goes through at most, in order (a training stage lists each file
+once per pass: few tasks keep the dataset's start-up short); and at least one task per
+distinct file, so that a single pass is read in parallel."""
 
 OnError = Literal["raise", "skip"]
 
@@ -235,29 +243,29 @@ def read_clips(root_or_paths: str | Sequence[str], storage: StorageConfig, *,
     fs, inners = resolve_all(paths, storage)
     # 2. Their footers and schemas, on the driver.
     inners = _check_files(fs, inners, on_error, skipped)
-    # 3. Lazy read, with decoding fused into the read tasks.
-    with v1_datasources():
-        ds = ray.data.read_parquet(inners, filesystem=fs, include_paths=True,
-                                   file_extensions=None, num_cpus=num_cpus)
-    ds = ds.select_columns([*READ_COLUMNS, "path"])  # pushed down into the Parquet read
-    decode = partial(_decode_row, fs=fs, num_frames=num_frames, height=height, width=width,
-                     on_error=on_error, skipped=skipped)
-    return ds.flat_map(decode, num_cpus=num_cpus)
+    # 3. Lazy read: the listed files in order, each task reading a few of them row by row.
+    tasks = max(len(set(inners)), math.ceil(len(inners) / FILES_PER_TASK))
+    listed = ray.data.from_items([{"path": inner} for inner in inners],
+                                 override_num_blocks=min(len(inners), tasks))
+    read = partial(_read_files, fs=fs, num_frames=num_frames, height=height, width=width,
+                   on_error=on_error, skipped=skipped)
+    return listed.map_batches(read, batch_size=None, num_cpus=num_cpus)
 
 
-@contextlib.contextmanager
-def v1_datasources() -> Iterator[None]:
-    """Ray Data's V1 file datasources for the datasets created inside. Ray 2.60's V2 ones
-    list the files in a task that needs a whole free CPU, which the train workers, encoders
-    or Serve replicas of a small machine may all hold (the read then never starts), and they
-    merge repeated paths, which a training stage's passes over its files are. V1 takes the
-    paths as given, on the driver."""
-    context = ray.data.DataContext.get_current()
-    before, context.use_datasource_v2 = context.use_datasource_v2, False
-    try:
-        yield
-    finally:
-        context.use_datasource_v2 = before
+def _read_files(batch: dict[str, np.ndarray], *, fs: pafs.FileSystem, num_frames: int | None,
+                height: int | None, width: int | None, on_error: OnError,
+                skipped: SkipLog | None) -> Iterator[dict[str, np.ndarray]]:
+    """map_batches stage: listed files -> their clips, one (batch of one) at a time, so that
+    a task holds one decoded clip however large its files are."""
+    for inner in batch["path"]:
+        with fs.open_input_file(str(inner)) as f:
+            rows = pq.ParquetFile(f).iter_batches(batch_size=1, columns=READ_COLUMNS)
+            for index, row in enumerate(r for b in rows for r in b.to_pylist()):
+                clip = _decode_row(row, to_uri(fs, str(inner)), index, num_frames, height,
+                                   width, on_error, skipped)
+                if clip is not None:
+                    yield {name: np.asarray([value]) if isinstance(value, (str, int, float))
+                           else value[None] for name, value in clip.items()}
 
 
 def _check_files(fs: pafs.FileSystem, inners: list[str], on_error: OnError,
@@ -289,31 +297,20 @@ def _inspect_or_error(fs: pafs.FileSystem, inner: str) -> dict[str, Any] | Shard
         return e
 
 
-def _decode_row(row: dict[str, Any], *, fs: pafs.FileSystem, num_frames: int | None,
+def _decode_row(row: dict[str, Any], uri: str, index: int, num_frames: int | None,
                 height: int | None, width: int | None, on_error: OnError,
-                skipped: SkipLog | None) -> list[dict[str, Any]]:
-    """flat_map stage: a shard row -> [clip columns], or [] for a skipped bad row."""
-    inner = row["path"]
+                skipped: SkipLog | None) -> dict[str, Any] | None:
+    """A shard row -> its clip columns, or None for a skipped bad row."""
     try:
         clip = row_to_clip(row, num_frames, height, width)
     except (ValueError, TypeError) as e:  # ClipError, or values of the wrong kind altogether
         clip_id = row.get("clip_id")
-        index = _row_index(fs, inner, clip_id)
-        where = f"{to_uri(fs, inner)} row {index} (clip_id {clip_id!r})"
+        where = f"{uri} row {index} (clip_id {clip_id!r})"
         if on_error == "raise":
             raise ShardError(f"{where}: {e}") from e
-        _skip(Skipped(path=to_uri(fs, inner), reason=f"{where}: {e}", clip_id=clip_id, row=index),
-              skipped)
-        return []
-    return [{name: getattr(clip, name) for name in CLIP_COLUMNS}]
-
-
-def _row_index(fs: pafs.FileSystem, inner: str, clip_id: str | None) -> int | None:
-    """Index in its file of the first row with `clip_id`: Ray Data does not carry row positions,
-    so on the (rare) error path the clip_id column alone is read back to find it."""
-    with fs.open_input_file(inner) as f:
-        ids = pq.ParquetFile(f).read(columns=["clip_id"]).column("clip_id").to_pylist()
-    return ids.index(clip_id) if clip_id in ids else None
+        _skip(Skipped(path=uri, reason=f"{where}: {e}", clip_id=clip_id, row=index), skipped)
+        return None
+    return {name: getattr(clip, name) for name in CLIP_COLUMNS}
 
 
 def _skip(item: Skipped, skipped: SkipLog | None) -> None:

@@ -249,7 +249,7 @@ def test_a_wrong_or_empty_root_fails_before_any_ray_work(tmp_path, s3, monkeypat
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray Data was called")
 
-    monkeypatch.setattr("ray.data.read_parquet", no_ray)
+    monkeypatch.setattr("ray.data.from_items", no_ray)
     with pytest.raises(FileNotFoundError, match="missing"):
         read_clips(str(tmp_path / "missing"), LOCAL)
     (tmp_path / "empty" / "train").mkdir(parents=True)
@@ -270,7 +270,7 @@ def test_a_bad_file_raises_naming_it_before_any_ray_work(make_bad, location, mak
         bad, reason = _truncated_shard(make_clips(1), root, storage, 1), "truncated or corrupt"
     else:
         bad, reason = _shard_without("joints_shape", make_clips(1), root, storage, 1), "joints_shape"
-    monkeypatch.setattr("ray.data.read_parquet", lambda *a, **k: pytest.fail("Ray Data called"))
+    monkeypatch.setattr("ray.data.from_items", lambda *a, **k: pytest.fail("Ray Data called"))
 
     with pytest.raises(ShardError) as info:
         read_clips(root, storage)
