@@ -47,6 +47,7 @@ def _build_on_rank(rank: int, port: int, overrides: list[str], expected_path: st
         # zero.Init makes torch's float constructors build in its dtype, so a fresh sin-cos
         # table is computed in float32 rather than float64 (3e-8 apart, the same on each rank)
         torch.testing.assert_close(buffer, expected[name], rtol=0, atol=1e-6)
+    dist.barrier()  # neither rank tears the group down while the other is still in it
     dist.destroy_process_group()
 
 
