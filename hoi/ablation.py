@@ -32,7 +32,6 @@ import torch
 from hoi import evaluation
 from hoi.config import Config
 from hoi.data import prepare
-from hoi.data.synthetic import HELDOUT_SPLIT
 from hoi.evaluation import TRUTH
 from hoi.model.encoders import load_encoders
 from hoi.model.pretrained import PIPELINE_NAME
@@ -40,6 +39,7 @@ from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
 from hoi.train.checkpoint import export
 from hoi.train.local import encode, load_clips, train_local
+from hoi.vocabulary import HELDOUT_SPLIT
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import yaml
 
+from hoi.vocabulary import check_holdout
+
 
 class ConfigError(ValueError):
     """A configuration that cannot be built: unknown key, wrong type or an impossible value."""
@@ -314,9 +316,10 @@ class PrepareConfig:
         _require(not self.num_heldout or self.holdout is not None,
                  "prepare.num_heldout needs prepare.holdout (an \"<action>:<target>\")")
         if self.holdout is not None:
-            from hoi.data.synthetic import check_holdout
-
-            check_holdout(self.holdout)
+            try:
+                check_holdout(self.holdout)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         _require(self.clips_per_shard >= 1, "prepare.clips_per_shard must be at least 1")
         _require(self.num_preview >= 0, "prepare.num_preview must be >= 0")
         _require(self.concurrency is None or self.concurrency >= 1,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hoi.config import ConfigError, DataConfig
+from hoi.config import DataConfig
 from hoi.data.clip import Clip
 from hoi.data.shapes import (
     TARGET_COLOURS,
@@ -30,151 +30,15 @@ from hoi.data.shapes import (
     sample_parts,
 )
 from hoi.geometry.camera import intrinsics, look_at
-from hoi.geometry.hand import FINGER_JOINTS, FINGERS, JOINTS_PER_HAND
+from hoi.geometry.hand import FINGER_RADIUS, FINGERS, grasp_handle, hand_joints, mirror
 from hoi.geometry.motion import POINTS_PER_OBJECT
-
-# action -> (tools that can do it, targets it applies to)
-ACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "stir": (("spoon", "spatula", "brush"), ("bowl", "cup", "pan")),
-    "pour": (("kettle",), ("bowl", "cup", "pan", "plate")),
-    "cut": (("knife", "spatula"), ("board", "plate", "box")),
-    "brush": (("brush",), ("board", "plate", "box", "pan")),
-    "scoop": (("spoon", "spatula"), ("bowl", "pan", "cup")),
-    "hit": (("hammer",), ("board", "box", "plate")),
-    "spread": (("knife", "spatula", "brush"), ("board", "plate")),
-}
-TOOLS = tuple(sorted({t for tools, _ in ACTIONS.values() for t in tools}))
-TARGETS = tuple(sorted({t for _, targets in ACTIONS.values() for t in targets}))
-
-
-def prompt_for(action: str, target: str, tool: str) -> str:
-    return f"{action} the {target} with the {tool}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Rotations
-# ---------------------------------------------------------------------------------------------
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / np.linalg.norm(v, axis=-1, keepdims=True)
-
-
-def frame(y_dir: np.ndarray, z_ref: np.ndarray) -> np.ndarray:
-    """Rotation (..., 3, 3) with columns x, y, z: y along y_dir, z as close to z_ref as allowed."""
-    y = _unit(np.asarray(y_dir, float))
-    z_ref = np.broadcast_to(np.asarray(z_ref, float), y.shape)
-    z = _unit(z_ref - (z_ref * y).sum(-1, keepdims=True) * y)
-    return np.stack([np.cross(y, z), y, z], axis=-1)
-
-
-def axis_angle(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
-    """Rodrigues: rotations (..., 3, 3) about unit `axis` (..., 3) by `angle` (...)."""
-    axis = _unit(np.asarray(axis, float))
-    angle = np.asarray(angle, float)[..., None, None]
-    k = np.zeros(axis.shape[:-1] + (3, 3))
-    k[..., 0, 1], k[..., 0, 2], k[..., 1, 2] = -axis[..., 2], axis[..., 1], -axis[..., 0]
-    k = k - np.swapaxes(k, -1, -2)
-    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
+from hoi.geometry.rotation import axis_angle, frame
+from hoi.vocabulary import ACTIONS, HELDOUT_SPLIT, check_holdout, prompt_for
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3 - 2 * x)
-
-
-# ---------------------------------------------------------------------------------------------
-# Hand: forward kinematics in the hand frame, grasp by curling fingers onto a handle
-# ---------------------------------------------------------------------------------------------
-# Hand frame (right hand): wrist at the origin, x from the wrist towards the knuckles, y towards
-# the thumb side, z out of the back of the hand (palm faces -z). The left hand mirrors y.
-
-_BASE = {  # knuckle (MCP; CMC for the thumb) positions of an average adult hand
-    "thumb": (0.024, 0.022, -0.012), "index": (0.088, 0.022, 0.0), "middle": (0.092, 0.002, 0.0),
-    "ring": (0.086, -0.017, 0.0), "pinky": (0.077, -0.034, 0.0),
-}
-_LENGTHS = {  # proximal, middle, distal segment lengths (thumb: metacarpal, proximal, distal)
-    "thumb": (0.040, 0.032, 0.027), "index": (0.040, 0.025, 0.021),
-    "middle": (0.045, 0.028, 0.023), "ring": (0.042, 0.027, 0.022),
-    "pinky": (0.033, 0.020, 0.019),
-}
-_SPREAD = {"index": 0.08, "middle": 0.0, "ring": -0.08, "pinky": -0.16}  # radians about z
-# relative flexion speed of the three joints while a finger closes
-_CURL = {"thumb": (0.35, 0.55, 0.45),
-         **dict.fromkeys(("index", "middle", "ring", "pinky"), (1.0, 1.15, 0.75))}
-# the thumb runs forward along the handle's thumb side (a knife or hammer grip)
-_THUMB_DIR = _unit(np.array([0.8, 0.5, -0.2]))
-_THUMB_BEND = _unit(np.array([0.3, -0.45, -0.75]) - np.dot([0.3, -0.45, -0.75], _THUMB_DIR)
-                    * _THUMB_DIR)
-FINGER_RADIUS = 0.009
-
-
-def _finger(name: str, angles, scale: float) -> np.ndarray:
-    """The 4 joints (knuckle .. tip) of one finger (4, 3) in the hand frame.
-
-    `angles` (3,) are the flexions of the three joints; a float scales the finger's pattern."""
-    if name == "thumb":
-        u, w = _THUMB_DIR, _THUMB_BEND
-    else:
-        spread = _SPREAD[name]
-        u, w = np.array([np.cos(spread), np.sin(spread), 0.0]), np.array([0.0, 0.0, -1.0])
-    if np.ndim(angles) == 0:
-        angles = angles * np.asarray(_CURL[name])
-    joints = [np.asarray(_BASE[name]) * scale]
-    for length, theta in zip(_LENGTHS[name], np.cumsum(angles), strict=True):
-        joints.append(joints[-1] + scale * length * (np.cos(theta) * u + np.sin(theta) * w))
-    return np.stack(joints)
-
-
-def hand_joints(angles: dict[str, np.ndarray | float], scale: float) -> np.ndarray:
-    """Right-hand joints (21, 3) in MANO order from per-finger flexions (0 = flat hand)."""
-    joints = np.zeros((JOINTS_PER_HAND, 3))
-    for name in FINGERS:
-        joints[list(FINGER_JOINTS[name])] = _finger(name, angles[name], scale)
-    return joints
-
-
-def _segment_distances(chain: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Distance of each segment of `chain` (4, 3) to the line through g along y: (3,)."""
-    a, b = chain[:-1][:, [0, 2]], chain[1:][:, [0, 2]]
-    ab, ag = b - a, g[[0, 2]] - a
-    t = np.clip((ab * ag).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-12), 0, 1)
-    return np.linalg.norm(a + t[:, None] * ab - g[[0, 2]], axis=-1)
-
-
-def grasp_handle(scale: float, handle_radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Right hand closed around a handle that runs along the hand frame's y axis.
-
-    Returns the 21 joints (21, 3) in MANO order and the handle centre g (3,) in the hand
-    frame, the handle resting against the palm below the knuckles. Fingers close as a
-    grasp planner closes them: all joints flex together; once a segment touches the handle,
-    the joints before it stop and the rest go on, until every segment touches or the joints
-    reach their limit."""
-    g = np.array([0.098 * scale, 0.0, -(0.016 * scale + handle_radius)])
-    contact = handle_radius + FINGER_RADIUS * scale
-    step, limit = 0.02, 1.75
-    angles = {}
-    for name in FINGERS:
-        pattern = np.asarray(_CURL[name])
-        # the thumb starts extended so that it closes onto thick handles rather than inside them
-        theta, free = (-1.0 * pattern if name == "thumb" else np.zeros(3)), 0
-        while free < 3:
-            trial = theta.copy()
-            trial[free:] = np.minimum(trial[free:] + step * pattern[free:], limit)
-            hits = np.nonzero(_segment_distances(_finger(name, trial, scale), g)[free:] < contact)[0]
-            if len(hits):
-                free += int(hits[0]) + 1  # that segment touches: freeze the joints up to it
-            elif np.array_equal(trial, theta):
-                break  # every free joint at its limit
-            else:
-                theta = trial
-        angles[name] = theta
-    return hand_joints(angles, scale), g
-
-
-def mirror(joints: np.ndarray) -> np.ndarray:
-    """Right hand -> left hand in the hand frame (y negated)."""
-    return joints * np.array([1.0, -1.0, 1.0])
 
 
 def _left_hand(target: Target, scale: float) -> np.ndarray:
@@ -290,22 +154,6 @@ class Look:
     wall_rgb: np.ndarray
     table_pattern: int
     num_tool_surfels: int
-
-
-HELDOUT_SPLIT = "heldout"
-"""The split of `prepare.holdout`'s combination."""
-
-
-def check_holdout(holdout: str) -> tuple[str, str]:
-    """"<action>:<target>" -> (action, target), or a ConfigError naming the valid choices."""
-    action, _, target = holdout.partition(":")
-    if action not in ACTIONS:
-        raise ConfigError(f"prepare.holdout {holdout!r}: the action must be one of "
-                          f"{sorted(ACTIONS)}, as in \"scoop:cup\"")
-    if target not in ACTIONS[action][1]:
-        raise ConfigError(f"prepare.holdout {holdout!r}: {action!r} applies to "
-                          f"{list(ACTIONS[action][1])}, not {target!r}")
-    return action, target
 
 
 def split_clip(base_seed: int, split: str, index: int, data: DataConfig,

@@ -50,10 +50,10 @@ import torch.nn.functional as F
 
 from hoi.config import DataConfig
 from hoi.data.clip import Clip
-from hoi.data.synthetic import prompt_for
 from hoi.geometry.camera import crop_resize_intrinsics, project
 from hoi.geometry.mano import MANO, ManoLoadError, load_pickle, to_numpy
 from hoi.geometry.motion import POINTS_PER_OBJECT
+from hoi.vocabulary import prompt_for
 
 SOURCE_FPS = 30.0
 """Frame rate of TACO's annotations and allocentric videos."""

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from hoi.geometry.camera import project
-from hoi.geometry.hand import FINGER_JOINTS, JOINTS_PER_HAND, two_hand_bones
+from hoi.geometry.hand import JOINT_RADII, JOINTS_PER_HAND, two_hand_bones
 from hoi.render.raster import (
     MIN_RADIUS,
     blank_canvas,
@@ -60,15 +60,9 @@ SHADOW_FALLOFF = 0.25
 _SHADOW_RADIUS = 0.015  # metres around each dropped point; blurred afterwards
 _SHADOW_SCALE = 4  # the shadow mask is computed at 1/4 resolution and blurred: it is soft anyway
 
-# Hand shape: sphere radius (metres) of each joint of one hand (MANO order), tapering from the
-# wrist to the fingertips; bones interpolate between the radii of their two joints.
-_JOINT_RADIUS = [0.0] * JOINTS_PER_HAND
-for _joints in FINGER_JOINTS.values():
-    for _joint, _r in zip(_joints, (0.0110, 0.0095, 0.0085, 0.0075), strict=True):
-        _JOINT_RADIUS[_joint] = _r
-_JOINT_RADIUS[0] = 0.016
-JOINT_RADIUS = torch.tensor(_JOINT_RADIUS * 2)
-"""(42,) sphere radius in metres of each joint of both hands."""
+JOINT_RADIUS = torch.tensor(JOINT_RADII * 2)
+"""(42,) sphere radius in metres of each joint of both hands; bones interpolate between the
+radii of their two joints."""
 BONES = torch.tensor([(p, c) for p, c, _, _ in two_hand_bones()])
 """(40, 2) (parent, child) joints of each bone of both hands."""
 PALM_FAN = (13, 1, 4, 10, 7)

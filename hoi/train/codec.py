@@ -39,9 +39,9 @@ from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 from hoi.config import Config, ConfigError, StorageConfig
 from hoi.data.schema import row_to_clip
 from hoi.data.shards import READ_COLUMNS, list_shards
-from hoi.data.synthetic import ACTIONS, prompt_for
 from hoi.model.encoders import VideoVAE, to_vae_input
 from hoi.storage import join, resolve, write_bytes, write_text
+from hoi.vocabulary import ACTIONS, prompt_for
 
 SUMMARY_NAME = "codec.json"
 PREVIEW_NAME = "reconstruction.png"
@@ -149,13 +149,12 @@ def vae_loss(vae: AutoencoderKLCogVideoX, pixels: torch.Tensor, kl_weight: float
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bfloat16 where the hardware computes it natively (CUDA; CPUs with AVX512-BF16, as this
-    project's machines: VAE steps take 1.5 s instead of 2.3 s, along the same loss curve), else
-    None: emulated bfloat16 would be slower than float32."""
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    return torch.bfloat16 if device.type == "cpu" and native else None
+    """bfloat16 where CUDA computes it natively, else None. Not on CPUs, even those with
+    native bf16: with torch 2.13 on an Intel Xeon with AMX, bf16 autocast turned the default
+    codec's VAE weights to NaN at its second step (fp32 on the same batches learns)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
 
 
 def random_batch(videos: torch.Tensor, batch_size: int, generator: torch.Generator, *,
@@ -200,6 +199,9 @@ def train_vae(vae: AutoencoderKLCogVideoX, videos: torch.Tensor, cfg: Config, *,
             with torch.autocast(device.type, dtype=dtype or torch.float32,
                                 enabled=dtype is not None):
                 loss, mse = vae_loss(vae, pixels, codec.kl_weight, generator)
+            if not torch.isfinite(loss):
+                raise CodecError(f"{desc}: the loss is {loss.item()} at step {len(history) + 1}; "
+                                 f"lower codec.learning_rate")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -3,21 +3,18 @@ import pytest
 
 from hoi.config import ConfigError, load_config
 from hoi.data.shapes import TARGET_COLOURS, TOOL_COLOURS
-from hoi.data.synthetic import (
-    ACTIONS,
+from hoi.data.synthetic import MIN_DEPTH, clip_seed, generate_clip, split_clip
+from hoi.geometry.hand import (
+    BONES,
+    FINGER_JOINTS,
     FINGER_RADIUS,
-    HELDOUT_SPLIT,
-    MIN_DEPTH,
-    TARGETS,
-    TOOLS,
+    FINGERS,
+    JOINTS_PER_HAND,
     _segment_distances,
-    clip_seed,
-    generate_clip,
     grasp_handle,
-    split_clip,
 )
-from hoi.geometry.hand import BONES, FINGER_JOINTS, FINGERS, JOINTS_PER_HAND
 from hoi.geometry.motion import NUM_JOINTS, NUM_POINTS, POINTS_PER_OBJECT
+from hoi.vocabulary import ACTIONS, HELDOUT_SPLIT, TARGETS, TOOLS
 
 DATA = load_config(flavour="svimo-small").data
 

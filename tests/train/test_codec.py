@@ -15,17 +15,20 @@ from hoi.config import ConfigError, StorageConfig, load_config
 from hoi.data.clip import Clip
 from hoi.data.schema import clip_to_row
 from hoi.data.shards import shard_path, write_shard
-from hoi.data.synthetic import ACTIONS, prompt_for
 from hoi.model.encoders import load_encoders
 from hoi.train.codec import (
     PREVIEW_NAME,
     SUMMARY_NAME,
+    CodecError,
+    autocast_dtype,
     build_tokenizer,
     build_vae,
     prompt_vocabulary,
     random_batch,
     read_split,
+    train_vae,
 )
+from hoi.vocabulary import ACTIONS, prompt_for
 from jobs.train_codec import main
 from tests.conftest import make_clip
 
@@ -151,3 +154,14 @@ def test_vae_blocks_must_match_the_latent_compression():
     cfg = load_config(flavour="svimo-tiny", overrides=["--codec.vae_channels", "[8, 8, 8]"])
     with pytest.raises(ConfigError, match="spatial compression 4 != latent.spatial_compression 8"):
         build_vae(cfg)
+
+
+def test_a_diverging_vae_stops_with_the_step_not_a_nan_codec():
+    cfg = load_config(flavour="svimo-tiny", overrides=[
+        "--codec.vae_channels", "[8, 8, 8, 8]", "--codec.frame_steps", "20",
+        "--codec.frame_batch_size", "2", "--codec.learning_rate", "1.0e+6"])
+    vae = build_vae(cfg)
+    videos = torch.randint(0, 256, (2, 9, 32, 48, 3), dtype=torch.uint8)
+    with pytest.raises(CodecError, match=r"codec vae frames: the loss is (nan|inf) at step \d+"):
+        train_vae(vae, videos, cfg, progress=False)
+    assert autocast_dtype(torch.device("cpu")) is None  # bf16 on CPUs gave NaN (see there)
