@@ -57,9 +57,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+_HERE = Path(__file__).resolve().parent
+# run from a checkout: the repository root first, and benchmarks/ itself (sys.path[0] when run
+# as a script) not at all, so that its modules are only ever benchmarks.<name> (train, model...)
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
-from benchmarks.run import machine, print_table  # noqa: E402
+from benchmarks.harness import machine, print_table  # noqa: E402
 from cluster.local import free_port  # noqa: E402
 from hoi.config import Config, load_config  # noqa: E402
 from hoi.diffusion.conditions import TrainBatch, image_condition  # noqa: E402
@@ -351,7 +355,7 @@ def _vae(cfg: Config, kind: str) -> VideoVAE:
     from diffusers import AutoencoderKLCogVideoX
 
     if kind == "codec":
-        from hoi.train.codec import build_vae
+        from hoi.codec.vae import build_vae
 
         return VideoVAE(build_vae(cfg))
     vae = AutoencoderKLCogVideoX(**COGVIDEOX_5B_VAE)

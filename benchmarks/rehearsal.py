@@ -9,10 +9,15 @@ then `SViMoPipeline` sampling a few steps from the exported weights. What it che
 these work together at the real widths, not speed; it records time and peak memory.
 
     python benchmarks/run.py rehearsal [--layers 2] [--json out.json]
+
+This module registers it as the benchmark `rehearsal` (below); the slow test
+tests/test_rehearsal.py runs it too.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import resource
 import time
 from pathlib import Path
@@ -20,15 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.harness import Rows, benchmark
 from hoi.config import Config, StorageConfig, load_config
-from hoi.data.prepare import render_synthetic
-from hoi.data.schema import clip_to_row
-from hoi.data.shards import shard_path, write_shard
 from hoi.data.synthetic import generate_clip
-from hoi.pipeline import SViMoPipeline
-from hoi.train.codec import build_text_encoder, build_tokenizer, build_vae, prompt_vocabulary
-from hoi.train.codec import save_pretrained as save_codec_part
-from hoi.train.job import exported_model, fit
+
+# The codec, data, pipeline and training imports (transformers, diffusers, av, Ray) are inside
+# the functions that use them: every benchmark's process imports this module to register it.
 
 STAGES = [[32, 48, 1], [64, 96, 1]]
 """Two resolution stages of one step (the first is VID's warm-up, the second a joint step);
@@ -64,6 +66,13 @@ def rehearsal_overrides(root: str, layers: int) -> list[str]:
 def write_inputs(cfg: Config) -> None:
     """CLIPS synthetic clips rendered at the config's size in two shards, and a random codec
     of the config's widths (a T5 of width 4096 with one layer; nothing is downloaded)."""
+    from hoi.codec.job import save_pretrained as save_codec_part
+    from hoi.codec.text import build_text_encoder, build_tokenizer, prompt_vocabulary
+    from hoi.codec.vae import build_vae
+    from hoi.data.prepare import render_synthetic
+    from hoi.data.schema import clip_to_row
+    from hoi.data.shards import shard_path, write_shard
+
     storage = StorageConfig()
     made = [generate_clip(seed, cfg.data, "train", f"train-{seed}") for seed in range(CLIPS)]
     clips = [clip for clip, _ in made]
@@ -88,6 +97,9 @@ def rehearse(root: str | Path, layers: int = 2, sample_steps: int = 2) -> dict:
     """Run the rehearsal under `root` (Ray must be initialised with at least 2 CPUs); returns
     what it measured and what the checks need: each phase's seconds, the train workers' peak
     host memory, the runs' final metrics, the exported model's directory and a sample."""
+    from hoi.pipeline import SViMoPipeline
+    from hoi.train.job import exported_model, fit
+
     root = str(Path(root).absolute())
     overrides = rehearsal_overrides(root, layers)
     cfg = load_config(overrides=overrides)
@@ -140,3 +152,25 @@ def rows(figures: dict) -> list[dict]:
                   f"blocks of width {figures['hidden']}; sequences {figures['sequence']}; "
                   f"driver peak {figures['driver_peak_gb']:.2f} GB)"},
     ]
+
+
+def _rehearsal_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layers", type=int, default=2, help="SViMo blocks (42 in svimo-5b)")
+    parser.add_argument("--out", default="outputs/rehearsal", help="inputs and runs go here")
+
+
+@benchmark("rehearsal", "svimo-5b at full width on CPUs: ZeRO-3 bf16 on 2 ranks, two stages, "
+           "a resume across their boundary, sampling (time, peak memory)", _rehearsal_arguments)
+def rehearsal(args: argparse.Namespace) -> Rows:
+    """`rehearse` (above) on a fresh local Ray over this machine's CPUs."""
+    import shutil
+
+    import ray
+
+    shutil.rmtree(args.out, ignore_errors=True)
+    ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False,
+             logging_level="ERROR", log_to_driver=False)
+    try:
+        return rows(rehearse(args.out, layers=args.layers))
+    finally:
+        ray.shutdown()

@@ -30,20 +30,21 @@ from typing import Any
 import torch
 
 from hoi import evaluation
-from hoi.config import Config
+from hoi.artifacts import PIPELINE_NAME, export
+from hoi.config import Config, ConfigError
 from hoi.data import prepare
+from hoi.data.shards import load_clips
 from hoi.evaluation import TRUTH
 from hoi.model.encoders import load_encoders
-from hoi.model.pretrained import PIPELINE_NAME
 from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
-from hoi.train.checkpoint import export
-from hoi.train.local import encode, load_clips, train_local
+from hoi.train.local import encode, train_local
 from hoi.vocabulary import HELDOUT_SPLIT
 
 log = logging.getLogger(__name__)
 
-# (table row, the model directory it is evaluated from, the loop.variants trained for it)
+# (table row, the model directory it is evaluated from, the loop.variants trained for it), in
+# the order of config.ABLATION_MODELS
 ROWS = (
     ("SViMo w/ VID (Ours)", "full", ("full",)),
     ("SViMo w/ Inter. Guid.", "guidance_only", ("guidance_only",)),
@@ -51,7 +52,6 @@ ROWS = (
     ("SViMo w/o VID", "no_vid", ("no_vid",)),
     ("VModel w/ Pred. Mot.", "separate", ("video_model", "motion_model")),
 )
-MODELS = tuple(model for _, model, _ in ROWS)
 SPLITS = ("val", HELDOUT_SPLIT)
 
 # The paper's table 3 (CogVideoX-5B scale, TACO): Subj., Bkg., TSmoo., Dyn., Overall, then
@@ -72,25 +72,17 @@ SHOWN = ("tsmoo", "dyn", "mpjpe_mm", "msmoo_mm", "chamfer_cm2", "fid", "psnr", "
          "vmc_hit", "contact", "hand_tool_mm")
 
 
-@dataclasses.dataclass
-class Budget:
-    """What every variant trains with."""
-
-    warmup_steps: int = 2000
-    joint_steps: int = 500
-    batch_size: int = 4
-    lr: float = 1e-3
-    seed: int = 0
-
-
-def run(cfg: Config, out: str | Path, budget: Budget, *, models: tuple[str, ...] = MODELS,
-        progress: bool = True) -> dict[str, Any]:
-    """The whole ablation, or the rows of `models` (names from MODELS); Ray must be
+def run(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
+    """The whole ablation, or the rows of ablation.models, into ablation.output; Ray must be
     initialised (prepare and evaluate use Ray Data). Returns {split: {row: {column: value}}}
     and the report's path."""
-    check_models(models)
-    rows = [r for r in ROWS if r[1] in models]
-    out = Path(out)
+    if not cfg.prepare.holdout or not cfg.prepare.num_heldout:
+        raise ConfigError("the ablation needs prepare.holdout and prepare.num_heldout "
+                          "(configs/ablation.yaml sets them)")
+    if cfg.loop.vid_warmup_steps < 1:
+        raise ConfigError("the ablation's shared warm-up needs loop.vid_warmup_steps >= 1")
+    rows = [r for r in ROWS if r[1] in cfg.ablation.models]
+    out = Path(cfg.ablation.output)
     out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     timings: dict[str, float] = {}
@@ -102,19 +94,11 @@ def run(cfg: Config, out: str | Path, budget: Budget, *, models: tuple[str, ...]
         return result
 
     timed("prepare", prepare.run, cfg, progress=progress)
-    histories = timed("train", train_variants, cfg, out / "models", budget, rows,
-                      progress=progress)
+    histories = timed("train", train_variants, cfg, out / "models", rows, progress=progress)
     tables = timed("evaluate", evaluate_rows, cfg, out, rows)
     timings["total"] = time.monotonic() - start
-    report = write_report(cfg, out, budget, tables, histories, timings)
+    report = write_report(cfg, out, tables, histories, timings)
     return {"tables": tables, "report": str(report), "timings": timings}
-
-
-def check_models(models: tuple[str, ...]) -> None:
-    """ValueError naming the valid rows unless every name is one of MODELS."""
-    unknown = sorted(set(models) - set(MODELS))
-    if unknown:
-        raise ValueError(f"unknown ablation models {unknown}; choose from {list(MODELS)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,33 +106,32 @@ def check_models(models: tuple[str, ...]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def train_variants(cfg: Config, root: Path, budget: Budget, rows: list = ROWS, *,
+def train_variants(cfg: Config, root: Path, rows: list = ROWS, *,
                    progress: bool = True) -> dict[str, list[dict[str, float]]]:
     """Train what is missing under root: warmup/ (`_warm_up`), then one directory per
     variant; the separate models are exported together as separate/. Returns the loss
     history of every variant."""
+    warmup_steps, joint_steps = cfg.loop.vid_warmup_steps, cfg.ablation.joint_steps
     variants = [v for *_, row_variants in rows for v in row_variants]
     histories: dict[str, list[dict[str, float]]] = {}
     missing = [v for v in variants if not (root / v / "history.json").is_file()]
     if missing:
         vae, text_encoder = load_encoders(cfg)
-        clips = load_clips(cfg.prepare.output, "train", cfg, cfg.storage)
+        clips = load_clips(cfg.prepare.output, "train", cfg.data, cfg.storage)
         clips = encode(cfg, clips, vae, text_encoder,
-                       torch.Generator().manual_seed(budget.seed), progress=progress)
-        common = {"batch_size": budget.batch_size, "lr": budget.lr, "seed": budget.seed,
-                  "progress": progress}
-        warm = _warm_up(_with_loop(cfg, "full", budget.warmup_steps), clips, vae,
-                        text_encoder, root / "warmup", budget, common)
+                       torch.Generator().manual_seed(cfg.train.seed), progress=progress)
+        warm = _warm_up(_with_variant(cfg, "full"), clips, vae, text_encoder, root / "warmup",
+                        progress)
     for variant in variants:
         target = root / variant
         if variant in missing:
-            log.info("ablation: training %s for %d joint steps", variant, budget.joint_steps)
+            log.info("ablation: training %s for %d joint steps", variant, joint_steps)
             svimo, vid = copy.deepcopy(warm)
-            svimo.config = vid.config = _with_loop(cfg, variant, budget.warmup_steps)
+            svimo.config = vid.config = _with_variant(cfg, variant)
             svimo, vid, history = train_local(svimo.config, clips, vae, text_encoder,
-                                              steps=budget.joint_steps, models=(svimo, vid),
-                                              start_step=budget.warmup_steps, **common)
-            save_model(target, svimo, vid, budget.warmup_steps + budget.joint_steps)
+                                              steps=joint_steps, models=(svimo, vid),
+                                              start_step=warmup_steps, progress=progress)
+            save_model(target, svimo, vid, warmup_steps + joint_steps)
             (target / "history.json").write_text(json.dumps(history))
         histories[variant] = json.loads((target / "history.json").read_text())
     if "video_model" in variants:
@@ -156,16 +139,16 @@ def train_variants(cfg: Config, root: Path, budget: Budget, rows: list = ROWS, *
     return histories
 
 
-def _warm_up(cfg: Config, clips, vae, text_encoder, directory: Path, budget: Budget,
-             common: dict[str, Any]) -> tuple[SViMo, VID]:
+def _warm_up(cfg: Config, clips, vae, text_encoder, directory: Path, progress: bool
+             ) -> tuple[SViMo, VID]:
     """The warm-up (VID; SViMo's video stream too with `loop.svimo_warmup`), trained once
     and kept in directory."""
     if (directory / "vid" / "config.json").is_file():
         return (SViMo.from_pretrained(str(directory / "svimo")),
                 VID.from_pretrained(str(directory / "vid")))
-    log.info("ablation: VID warm-up, %d steps", budget.warmup_steps)
+    log.info("ablation: VID warm-up, %d steps", cfg.loop.vid_warmup_steps)
     svimo, vid, history = train_local(cfg, clips, vae, text_encoder,
-                                      steps=budget.warmup_steps, **common)
+                                      steps=cfg.loop.vid_warmup_steps, progress=progress)
     svimo.save_pretrained(str(directory / "svimo"))
     vid.save_pretrained(str(directory / "vid"))
     (directory / "history.json").write_text(json.dumps(history))
@@ -193,9 +176,8 @@ def pair_separate(root: Path) -> None:
     (pair / PIPELINE_NAME).write_text(json.dumps(meta, indent=2))
 
 
-def _with_loop(cfg: Config, variant: str, warmup_steps: int) -> Config:
-    return dataclasses.replace(cfg, loop=dataclasses.replace(
-        cfg.loop, variant=variant, vid_warmup_steps=warmup_steps))
+def _with_variant(cfg: Config, variant: str) -> Config:
+    return dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, variant=variant))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,16 +208,16 @@ def evaluate_rows(cfg: Config, out: Path, rows: list = ROWS
     return tables
 
 
-def write_report(cfg: Config, out: Path, budget: Budget,
+def write_report(cfg: Config, out: Path,
                  tables: dict[str, dict[str, dict[str, float]]],
                  histories: dict[str, list[dict[str, float]]], timings: dict[str, float]
                  ) -> Path:
     """results.md, results.csv, metrics.png, losses.png."""
     heads = {key: (head, up, fmt) for key, head, up, fmt in evaluation.COLUMNS}
     lines = ["# Ablation at small scale (paper table 3)", "",
-             f"svimo-small, {_count(cfg)}; every variant: warm-up {budget.warmup_steps} "
-             f"steps (shared), then {budget.joint_steps} joint steps of {budget.batch_size} "
-             f"clips at lr {budget.lr}; sampling {cfg.evaluate.num_steps} steps, seeds "
+             f"svimo-small, {_count(cfg)}; every variant: warm-up {cfg.loop.vid_warmup_steps} "
+             f"steps (shared), then {cfg.ablation.joint_steps} joint steps of "
+             f"{cfg.train.batch_size} clips at lr {cfg.train.learning_rate}; sampling {cfg.evaluate.num_steps} steps, seeds "
              f"{list(cfg.evaluate.seeds)}. Held out: `{cfg.prepare.holdout}`.", ""]
     for split in SPLITS:
         lines += [f"## Ours, {split} split", "",

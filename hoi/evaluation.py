@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import math
-import os
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ import ray
 import torch
 
 from hoi import resources
+from hoi.artifacts import find_model
 from hoi.config import Config
 from hoi.data.shards import read_clips, read_motions
 from hoi.geometry.motion import pack, to_camera, unpack
@@ -50,11 +50,11 @@ from hoi.metrics.video import (
 )
 from hoi.metrics.video import background_consistency as bkg_consistency
 from hoi.metrics.video import overall as overall_score
-from hoi.pipeline import SViMoPipeline, find_model
+from hoi.pipeline import SViMoPipeline
 from hoi.resources import Reservation, ResourceError
 from hoi.storage import (
+    absolute,
     exists,
-    is_s3,
     join,
     local_dir,
     local_file,
@@ -96,11 +96,11 @@ def run(cfg: Config) -> dict[str, Any]:
     table rows {name: {column: value}} and the output paths."""
     e = cfg.evaluate
     shards = e.shards or cfg.train.shards
-    output = _absolute(e.output)
+    output = absolute(e.output)
     cfg = dataclasses.replace(cfg, evaluate=dataclasses.replace(
-        e, output=output, shards=_absolute(shards),
-        model=_absolute(cfg.model_path(e.model)),
-        motion_autoencoder=_absolute(e.motion_autoencoder
+        e, output=output, shards=absolute(shards),
+        model=absolute(cfg.model_path(e.model)),
+        motion_autoencoder=absolute(e.motion_autoencoder
                                      or join(output, "motion_autoencoder"))))
     e = cfg.evaluate
     try:  # the actors and a read task at once, or the actors wait for the reads forever
@@ -355,7 +355,3 @@ def _nanmean(values: list[float]) -> float:
 def _model_name(model_dir: str) -> str:
     parts = model_dir.rstrip("/").split("/")
     return "/".join(parts[-3:-1]) if parts[-1] == "model" else parts[-1]
-
-
-def _absolute(path: str) -> str:
-    return path if is_s3(path) else os.path.abspath(path)

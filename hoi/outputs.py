@@ -25,7 +25,8 @@ from hoi.config import StorageConfig
 from hoi.geometry.hand import BONES, JOINTS_PER_HAND
 from hoi.geometry.motion import POINTS_PER_OBJECT
 from hoi.pipeline import Generation
-from hoi.render.export import write_mp4, write_preview
+from hoi.render.mp4 import write_mp4
+from hoi.render.preview import write_preview
 from hoi.storage import exists, join, read_text, write_bytes, write_text
 
 RESULT_NAME = "result.json"

@@ -24,19 +24,18 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from transformers import PreTrainedTokenizerBase
 
-from hoi.config import Config, StorageConfig, from_dict
-from hoi.data.codec import decode_mp4
+from hoi.artifacts import PIPELINE_NAME, find_model, model_config
+from hoi.config import Config, StorageConfig
 from hoi.diffusion.conditions import image_noise_sigma
 from hoi.diffusion.sampler import Sampler, supported_modes
 from hoi.geometry.camera import intrinsics
 from hoi.geometry.motion import NUM_JOINTS, NUM_POINTS, denormalize, normalize, pack, unpack
 from hoi.model.encoders import TextEncoder, VideoVAE, count_tokens, load_encoders
-from hoi.model.pretrained import CONFIG_NAME, MODEL_DIR, PIPELINE_NAME
 from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
 from hoi.render.motion_video import render_motion_video
-from hoi.storage import exists, join, list_files, read_text
-from hoi.train import checkpoint
+from hoi.render.mp4 import decode_mp4
+from hoi.storage import join, read_text
 
 log = logging.getLogger(__name__)
 
@@ -266,47 +265,6 @@ def model_modes(model_dir: str, storage: StorageConfig) -> tuple[str, ...]:
     """The modes of an exported model directory, without loading any weights."""
     meta = json.loads(read_text(join(model_dir, PIPELINE_NAME), storage))
     return pipeline_modes(model_config(model_dir, storage), bool(meta.get("motion_svimo")))
-
-
-def model_config(model_dir: str, storage: StorageConfig) -> Config:
-    """The run config an exported model was trained with, without loading any weights."""
-    meta = json.loads(read_text(join(model_dir, PIPELINE_NAME), storage))
-    saved = json.loads(read_text(join(model_dir, meta["svimo"], CONFIG_NAME), storage))
-    return from_dict(Config, saved["config"])
-
-
-def find_model(path: str, storage: StorageConfig) -> str:
-    """The exported model directory at `path`: itself, the model/ of a complete checkpoint,
-    or the model/ of the latest complete checkpoint of a run directory. A checkpoint is
-    complete when `checkpoint.verify` finds every file its train_state.json lists (a crash or
-    an upload under way leaves some out); incomplete ones of a run are skipped with a
-    warning. FileNotFoundError says what was looked for."""
-    path = path.rstrip("/")
-    if exists(join(path, PIPELINE_NAME), storage):
-        return path
-    if exists(join(path, MODEL_DIR, PIPELINE_NAME), storage):
-        try:
-            checkpoint.verify(path, storage)
-        except checkpoint.CheckpointError as e:
-            raise FileNotFoundError(str(e)) from None
-        return join(path, MODEL_DIR)
-    try:
-        names = list_files(path, storage)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"nothing at {path!r}: give a training run, a checkpoint or an "
-                                f"exported model directory") from None
-    listed = sorted({n.split("/")[0] for n in names if n.startswith(checkpoint.CHECKPOINT_PREFIX)
-                     and n.endswith("/" + checkpoint.STATE_NAME)}, reverse=True)
-    for name in listed:
-        try:
-            checkpoint.verify(join(path, name), storage)
-        except checkpoint.CheckpointError as e:
-            log.warning("skipping %s", e)
-            continue
-        return join(path, name, MODEL_DIR)
-    raise FileNotFoundError(f"{path!r} holds no {PIPELINE_NAME} and no complete "
-                            f"{checkpoint.CHECKPOINT_PREFIX}* directory: has the run saved a "
-                            f"checkpoint yet?")
 
 
 # ---------------------------------------------------------------------------------------------

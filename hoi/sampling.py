@@ -33,12 +33,22 @@ from PIL import Image
 from tqdm import tqdm
 
 from hoi import resources
+from hoi.artifacts import find_model
 from hoi.config import Config
+from hoi.data.shards import load_clips
 from hoi.outputs import RESULT_NAME, read_result, write_generation
-from hoi.pipeline import InputError, SViMoPipeline, find_model
+from hoi.pipeline import InputError, SViMoPipeline
 from hoi.resources import Reservation, ResourceError
-from hoi.storage import is_s3, join, list_files, read_bytes, resolve, write_bytes, write_text
-from hoi.train.local import load_clips
+from hoi.storage import (
+    absolute,
+    is_s3,
+    join,
+    list_files,
+    read_bytes,
+    resolve,
+    write_bytes,
+    write_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +78,8 @@ def run(cfg: Config) -> dict[str, Any]:
         raise SampleError("sample.input is not set: give a .jsonl, .csv or .parquet of "
                           "requests (columns id, image, prompt)")
     cfg = dataclasses.replace(cfg, sample=dataclasses.replace(
-        s, input=_absolute(s.input), output=_absolute(s.output),
-        model=_absolute(cfg.model_path(s.model))))
+        s, input=absolute(s.input), output=absolute(s.output),
+        model=absolute(cfg.model_path(s.model))))
     s = cfg.sample
     try:
         model_dir = find_model(s.model, cfg.storage)
@@ -153,7 +163,7 @@ def _sample(cfg: Config, model_dir: str, requests: list[dict[str, Any]]
                           ) from None
     items = [{"request": json.dumps(r)} for r in requests]
     ds = ray.data.from_items(items).map_batches(
-        BatchSampler, fn_constructor_kwargs={"cfg": cfg, "model_dir": model_dir}, batch_size=1,
+        SamplingActor, fn_constructor_kwargs={"cfg": cfg, "model_dir": model_dir}, batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=s.cpus_per_actor, num_gpus=s.gpus_per_actor or None)
     with tqdm(total=len(requests), desc="sampling", unit="sample") as bar:
@@ -164,7 +174,7 @@ def _sample(cfg: Config, model_dir: str, requests: list[dict[str, Any]]
             yield entry
 
 
-class BatchSampler:
+class SamplingActor:
     """A Ray Data actor: one pipeline, requests in, manifest entries (as JSON) out."""
 
     def __init__(self, cfg: Config, model_dir: str) -> None:
@@ -212,7 +222,7 @@ def requests_from_split(cfg: Config, split: str, directory: str, limit: int) -> 
     """A request file for the first `limit` clips of a shard split (cfg.train.shards): each
     clip's first frame as a PNG, its prompt, and its id; returns the .jsonl path. Held-out
     clips sampled this way can be compared with their ground truth."""
-    clips = load_clips(cfg.train.shards, split, cfg, cfg.storage, limit=limit)
+    clips = load_clips(cfg.train.shards, split, cfg.data, cfg.storage, limit=limit)
     lines = []
     for clip in clips:
         buf = io.BytesIO()
@@ -329,7 +339,3 @@ def _number(r: dict[str, Any], name: str, default: float | None) -> float | None
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise InputError(f"{name} must be a number >= 0, got {value!r}")
     return float(value)
-
-
-def _absolute(path: str) -> str:
-    return path if is_s3(path) else os.path.abspath(path)

@@ -43,6 +43,12 @@ def is_s3(path: str) -> bool:
     return path.startswith(S3_PREFIX)
 
 
+def absolute(path: str) -> str:
+    """An s3:// URI as it is, a local path made absolute (Ray workers and actors run in other
+    working directories than the driver)."""
+    return path if is_s3(path) else os.path.abspath(path)
+
+
 def join(base: str, *parts: str) -> str:
     """Join path components with '/', for local paths and s3:// URIs alike."""
     return posixpath.join(base.rstrip("/") or "/", *(p.strip("/") for p in parts))

@@ -13,9 +13,10 @@ import json
 import sys
 
 from hoi.cli import job_parser, parse_job
+from hoi.codec import CodecError
+from hoi.codec.job import run
 from hoi.config import ConfigError
 from hoi.data.clip import ClipError
-from hoi.train.codec import CodecError, run
 
 
 def main(argv: list[str] | None = None) -> int:

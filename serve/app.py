@@ -8,7 +8,7 @@ replicas.
 Deployments:
 - `SViMoAPI` (FastAPI ingress): validates submissions, queues them in the `JobStore`, hands
   them to the sampler, answers status and results, serves the page at `/`.
-- `Sampler`: one `SViMoPipeline` per replica, one generation at a time; autoscaled between
+- `SamplingReplica`: one `SViMoPipeline` per replica, one generation at a time; autoscaled between
   serve.min_replicas and serve.max_replicas on ongoing requests (GPU replicas on GPU
   clusters). Writes each generation's files to <serve.results>/<id>/.
 - `JobStore`: job states, queue positions and progress, reachable from every replica. A
@@ -45,19 +45,13 @@ from ray.serve.handle import DeploymentHandle
 
 from cluster.runtime import PROJECT_ROOT
 from hoi import resources
+from hoi.artifacts import find_model, model_config
 from hoi.config import Config, ServeConfig, load_config
 from hoi.model.encoders import load_tokenizer
 from hoi.outputs import content_type, write_generation
-from hoi.pipeline import (
-    InputError,
-    SViMoPipeline,
-    check_prompt,
-    find_model,
-    model_config,
-    model_modes,
-)
+from hoi.pipeline import InputError, SViMoPipeline, check_prompt, model_modes
 from hoi.resources import Reservation, accelerator
-from hoi.storage import is_s3, join, read_bytes, read_text, write_bytes, write_text
+from hoi.storage import absolute, is_s3, join, read_bytes, read_text, write_bytes, write_text
 from serve.jobs import DONE, JobStore
 
 log = logging.getLogger(__name__)
@@ -114,7 +108,7 @@ api.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="s
 
 
 @serve.deployment(max_ongoing_requests=1)
-class Sampler:
+class SamplingReplica:
     """One pipeline; runs one generation at a time and writes its files."""
 
     def __init__(self, model_dir: str, cfg: Config, store: DeploymentHandle) -> None:
@@ -377,8 +371,8 @@ def svimo(args: dict[str, str]) -> serve.Application:
 def build_app(cfg: Config) -> serve.Application:
     """The three deployments wired together for `cfg` (serve.*, sample.* step limits)."""
     s = cfg.serve
-    model_dir = find_model(_absolute(cfg.model_path(s.model)), cfg.storage)
-    cfg = dataclasses.replace(cfg, serve=dataclasses.replace(s, results=_absolute(s.results)))
+    model_dir = find_model(absolute(cfg.model_path(s.model)), cfg.storage)
+    cfg = dataclasses.replace(cfg, serve=dataclasses.replace(s, results=absolute(s.results)))
     replica = {"num_cpus": s.replica_cpus, "num_gpus": s.replica_gpus}
     if s.accelerator_type:
         replica["accelerator_type"] = s.accelerator_type
@@ -387,7 +381,7 @@ def build_app(cfg: Config) -> serve.Application:
             "CPU": s.replica_cpus, "GPU": s.replica_gpus} | accelerator(s.accelerator_type),
             s.min_replicas)])
     store = JobStore.bind(s.max_queued, s.max_replicas)
-    sampler = Sampler.options(
+    sampler = SamplingReplica.options(
         autoscaling_config={"min_replicas": s.min_replicas, "max_replicas": s.max_replicas,
                             "target_ongoing_requests": s.target_ongoing_requests,
                             "upscale_delay_s": s.upscale_delay_s,
@@ -402,8 +396,4 @@ def build_app(cfg: Config) -> serve.Application:
     return SViMoAPI.options(
         ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": {MAX_BODY_ENV: max_body}}},
     ).bind(model_dir, cfg, sampler, store)
-
-
-def _absolute(path: str) -> str:
-    return path if is_s3(path) else os.path.abspath(path)
 

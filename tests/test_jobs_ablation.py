@@ -12,23 +12,26 @@ from pathlib import Path
 import numpy as np
 
 from hoi.ablation import ROWS
-from hoi.config import StorageConfig
+from hoi.config import ABLATION_MODELS, StorageConfig
 from hoi.pipeline import SViMoPipeline, model_modes
+from hoi.untrained import write_untrained_codec
 from jobs.ablation import main
-from tests.train.inputs import write_tiny_codec
 
 
 def test_ablation_end_to_end(ray_local: None, tmp_path: Path, capsys) -> None:
     out = tmp_path / "ablation"
-    argv = ["--flavour", "svimo-tiny", *write_tiny_codec(str(tmp_path / "codec"), StorageConfig()),
+    argv = ["--flavour", "svimo-tiny", *write_untrained_codec(str(tmp_path / "codec"), StorageConfig()),
             "--prepare.output", str(tmp_path / "shards"), "--prepare.num_train", "6",
             "--prepare.num_val", "2", "--prepare.holdout", "scoop:cup",
             "--prepare.num_heldout", "1", "--prepare.num_preview", "0",
             "--evaluate.num_steps", "2", "--evaluate.autoencoder_steps", "10",
-            "--evaluate.cpus_per_actor", "0.5", "--out", str(out),
-            "--warmup-steps", "2", "--joint-steps", "3", "--batch-size", "2",
-            "--models", "full,separate"]
-    assert main([*argv[:-1], "full,nothing"]) == 2  # refused before any work
+            "--evaluate.cpus_per_actor", "0.5", "--ablation.output", str(out),
+            "--loop.vid_warmup_steps", "2", "--ablation.joint_steps", "3",
+            "--train.batch_size", "2", "--ablation.models", "[full, separate]"]
+    assert main([*argv[:-1], "[full, nothing]"]) == 2  # refused before any work
+    assert "ablation.models: unknown ['nothing']" in capsys.readouterr().err
+    assert main([*argv, "--loop.vid_warmup_steps", "0"]) == 2
+    assert "loop.vid_warmup_steps >= 1" in capsys.readouterr().err
     assert not out.exists()
     assert main(argv) == 0
     report = (out / "results.md").read_text()
@@ -70,3 +73,7 @@ def test_ablation_end_to_end(ray_local: None, tmp_path: Path, capsys) -> None:
                progress=lambda i, total: steps.append((i, total)))
     assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert gen.mode == "joint" and gen.joints.shape == (n, 42, 3)
+
+
+def test_the_table_rows_are_the_configs_models():
+    assert tuple(model for _, model, _ in ROWS) == ABLATION_MODELS

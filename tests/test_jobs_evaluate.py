@@ -13,8 +13,9 @@ from transformers import CLIPConfig, CLIPModel, ViTConfig, ViTModel
 
 from hoi.config import StorageConfig
 from hoi.storage import exists, join, read_bytes, read_text, write_bytes
+from hoi.untrained import write_untrained_model
 from jobs.evaluate import main
-from tests.train.inputs import TRAIN_CLIPS, write_tiny_model, write_train_inputs
+from tests.train.inputs import TRAIN_CLIPS, write_train_inputs
 
 
 def tiny_feature_networks(root: Path) -> list[str]:
@@ -55,7 +56,7 @@ def test_evaluate_on_s3_writes_the_table(ray_local: None, s3, tmp_path: Path, ca
     autoencoder it trains and the tables it writes; FVD from the TorchScript I3D."""
     root = s3.fresh_root()
     overrides = write_train_inputs(root, s3.storage)
-    model = write_tiny_model(f"{root}/m", s3.storage)
+    model = write_untrained_model(f"{root}/m", s3.storage)
     networks = tmp_path / "networks"
     names = tiny_feature_networks(networks)
     torch.jit.save(torch.jit.script(TinyI3D()), str(networks / "i3d_torchscript.pt"))

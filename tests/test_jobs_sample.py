@@ -14,15 +14,16 @@ from PIL import Image
 
 from hoi.config import StorageConfig
 from hoi.storage import list_files, read_text, write_bytes
+from hoi.untrained import write_untrained_model
 from jobs.sample import main
-from tests.train.inputs import write_tiny_model, write_train_inputs
+from tests.train.inputs import write_train_inputs
 
 PROMPT = "stir the bowl with the spoon"
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return write_tiny_model(str(tmp_path_factory.mktemp("model")), StorageConfig())
+    return write_untrained_model(str(tmp_path_factory.mktemp("model")), StorageConfig())
 
 
 def png_bytes(seed: int = 0) -> bytes:
@@ -116,7 +117,7 @@ def test_no_model_or_no_requests_stops_before_any_work(ray_local: None, tmp_path
 
 def test_held_out_clips_of_a_split_become_requests(ray_local: None, tmp_path: Path) -> None:
     overrides = write_train_inputs(str(tmp_path / "in"), StorageConfig())
-    model = write_tiny_model(str(tmp_path / "m"), StorageConfig())
+    model = write_untrained_model(str(tmp_path / "m"), StorageConfig())
     out = tmp_path / "samples"
     assert main([*overrides, "--sample.model", model, "--sample.output", str(out),
                  "--from-split", "train", "--limit", "2", "--sample.num_steps", "1",

@@ -17,7 +17,7 @@ from hoi.config import StorageConfig
 from hoi.outputs import RESULT_NAME, read_result, write_generation
 from hoi.pipeline import InputError, SViMoPipeline, find_model, fit_image
 from hoi.storage import join, write_bytes
-from tests.train.inputs import write_tiny_model
+from hoi.untrained import write_untrained_model
 
 PROMPT = "stir the bowl with the spoon"
 
@@ -33,7 +33,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("model")
-    return write_tiny_model(str(root), StorageConfig(), ["--model.motion_attention_mask", "true"])
+    return write_untrained_model(str(root), StorageConfig(), ["--model.motion_attention_mask", "true"])
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_bad_input_is_an_input_error_that_says_what_to_change(pipe: SViMoPipelin
 
 
 def test_video_only_needs_a_masked_model(tmp_path: Path) -> None:
-    unmasked = SViMoPipeline.from_pretrained(write_tiny_model(str(tmp_path), StorageConfig()))
+    unmasked = SViMoPipeline.from_pretrained(write_untrained_model(str(tmp_path), StorageConfig()))
     assert "video_only" not in unmasked.modes
     with pytest.raises(InputError, match="motion_attention_mask"):
         unmasked(image(), PROMPT, mode="video_only", num_steps=1)

@@ -13,7 +13,7 @@ import pytest
 import safetensors
 
 from benchmarks.rehearsal import STAGES, rehearse
-from hoi.train import checkpoint
+from hoi import artifacts
 
 
 @pytest.mark.slow
@@ -28,7 +28,7 @@ def test_the_5b_code_paths_work_together_at_the_paper_width(tmp_path: Path, ray_
         assert np.isfinite(metrics["total"]) and np.isfinite(metrics["vid"])
     assert "svimo" not in stopped and "svimo" in resumed  # VID's warm-up, then a joint step
     model = Path(figures["model"])
-    state = checkpoint.verify(model.parent)
+    state = artifacts.verify(model.parent)
     assert (state.stage, state.consumed, state.world_size) == (1, STAGES[1][2], 2)
     # the exported weights: gathered from ZeRO-3's partitions, in bf16, at the paper's width
     config = json.loads((model / "svimo" / "config.json").read_text())["config"]

@@ -28,8 +28,8 @@ from hoi.data import shards
 from hoi.data.clip import Clip
 from hoi.data.schema import SCHEMA_VERSION, clip_to_row, row_to_clip
 from hoi.data.synthetic import Look, clip_seed, split_clip
-from hoi.render.export import write_preview
 from hoi.render.motion_video import render_motion_video
+from hoi.render.preview import write_preview
 from hoi.render.rgb import render_rgb
 from hoi.vocabulary import HELDOUT_SPLIT
 

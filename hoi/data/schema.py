@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from hoi.data.clip import Clip, ClipError
-from hoi.data.codec import decode_mp4, encode_mp4
+from hoi.render.mp4 import decode_mp4, encode_mp4
 
 SCHEMA_VERSION = 1
 VIDEO_ENCODINGS = ("raw", "mp4")

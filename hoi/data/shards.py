@@ -43,7 +43,7 @@ import ray
 import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
-from hoi.config import StorageConfig
+from hoi.config import DataConfig, StorageConfig
 from hoi.data.clip import Clip
 from hoi.data.schema import (
     REQUIRED_COLUMNS,
@@ -317,6 +317,22 @@ def _skip(item: Skipped, skipped: SkipLog | None) -> None:
     logger.warning("skipping %s", item.reason)
     if skipped is not None:
         skipped.add(item)
+
+
+def load_clips(root: str, split: str, data: DataConfig, storage: StorageConfig,
+               limit: int | None = None) -> list[Clip]:
+    """Clips of one split of a shard root, read in this process (no Ray), at data's sizes;
+    the first `limit` of them when given."""
+    clips: list[Clip] = []
+    for path in list_shards(root, storage, split):
+        fs, inner = resolve(path, storage)
+        for row in pq.read_table(inner, filesystem=fs).to_pylist():
+            clips.append(row_to_clip(row, data.num_frames, data.height, data.width))
+            if limit is not None and len(clips) >= limit:
+                return clips
+    if not clips:
+        raise FileNotFoundError(f"no {split} clips under {root!r}")
+    return clips
 
 
 def read_motions(root: str, storage: StorageConfig, split: str

@@ -292,7 +292,13 @@ def psnr(videos: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
     uint8 (B, N, H, W, 3) x 2 -> (B,) dB; a frame identical to its target scores +inf."""
     mse = (videos.double() - target.double()).square().mean(dim=(2, 3, 4))  # (B, N)
-    return (10 * torch.log10(255.0**2 / mse)).mean(dim=1).float()
+    return psnr_db(mse).mean(dim=1).float()
+
+
+def psnr_db(mse: torch.Tensor, data_range: float = 255.0) -> torch.Tensor:
+    """PSNR in dB of mean squared errors, for signals spanning `data_range` (255 for uint8
+    pixels, 2 for [-1, 1])."""
+    return 10 * torch.log10(data_range**2 / mse)
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:

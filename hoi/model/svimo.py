@@ -36,9 +36,9 @@ from diffusers.pipelines.cogvideo.pipeline_cogvideox_image2video import (
     get_resize_crop_region_for_grid,
 )
 
+from hoi.artifacts import Pretrained
 from hoi.config import Config
 from hoi.model.attention import attention
-from hoi.model.pretrained import Pretrained
 
 NORM_EPS = 1e-5      # CogVideoX's LayerNorm eps
 QK_NORM_EPS = 1e-6   # CogVideoX's per-head QK LayerNorm eps

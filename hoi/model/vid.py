@@ -42,10 +42,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from hoi.artifacts import Pretrained
 from hoi.config import Config
 from hoi.geometry.hand import JOINTS_PER_HAND
 from hoi.geometry.motion import NUM_ENTITIES, NUM_JOINTS, POINTS_PER_OBJECT
-from hoi.model.pretrained import Pretrained
 
 TIMESTEP_FREQUENCIES = 256
 """Width of the sinusoidal timestep code fed to the timestep MLP (as in DiT)."""

@@ -31,8 +31,8 @@ from collections.abc import Iterator
 import torch
 from safetensors import safe_open
 
+from hoi.artifacts import build_with_state
 from hoi.config import Config, ConfigError, StorageConfig
-from hoi.model.pretrained import build_with_state
 from hoi.model.svimo import SViMo, resample_grid
 from hoi.storage import local_dir
 

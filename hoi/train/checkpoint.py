@@ -1,14 +1,6 @@
-"""Training checkpoints: DeepSpeed state from every rank, the data position, and exported
-inference weights, in one directory that Ray Train persists and registers.
-
-    <checkpoint>/
-        deepspeed/state/...        every rank's engine files (weights, ZeRO optimizer
-                                   partitions, LR schedule)
-        ema.safetensors            the EMA weights (train.ema_decay > 0)
-        model/svimo/, model/vid/   inference weights (`from_pretrained` directories; EMA ones
-                                   when enabled) and model/pipeline.json
-        train_state.json           step, data position (stage, micro-batches), world size
-                                   and the list of every file above, written last
+"""Saving and restoring training checkpoints: DeepSpeed state from every rank, the data
+position, and exported inference weights (EMA ones when kept), in one directory that Ray Train
+persists and registers. The layout, `verify` and `export` are `hoi.artifacts`'.
 
 Atomicity: Ray Train registers a checkpoint only after every rank has uploaded its part, and
 resumes only from registered ones; in addition `verify` refuses a directory whose
@@ -28,33 +20,13 @@ import safetensors.torch
 import torch
 import torch.distributed as dist
 
-from hoi.config import Config, StorageConfig
-from hoi.model.pretrained import MODEL_DIR, PIPELINE_NAME, write_pretrained
-from hoi.storage import join, list_files, read_text, write_text
-from hoi.train.engine import EMA, split_state
+from hoi.artifacts import MODEL_DIR, STATE_NAME, CheckpointError, TrainState, export, verify
+from hoi.config import Config
+from hoi.train.engine import EMA
 
-STATE_NAME = "train_state.json"
-CHECKPOINT_PREFIX = "checkpoint-"
-"""Checkpoint directories are <run>/checkpoint-<step, 8 digits>."""
 DEEPSPEED_DIR = "deepspeed"
 DEEPSPEED_TAG = "state"
 EMA_NAME = "ema.safetensors"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint directory is incomplete or belongs to another run layout."""
-
-
-@dataclasses.dataclass
-class TrainState:
-    """Where a run is: optimiser steps done, and the data position: the resolution stage whose
-    stream is being read and the micro-batches each worker has taken from it. A checkpoint at
-    the last step of a stage still names that stage: the next one starts its own stream."""
-
-    step: int = 0
-    stage: int = 0
-    consumed: int = 0
-    world_size: int = 1
 
 
 def _files_under(root: Path) -> list[str]:
@@ -96,41 +68,6 @@ def _export_state(engine: Any, ema: EMA | None) -> dict[str, torch.Tensor] | Non
         state = dict(state) | {name: value.to(state[name].dtype)
                                for name, value in ema.state_dict().items()}
     return state
-
-
-def export(directory: str | Path, state: dict[str, torch.Tensor], cfg: Config, step: int,
-           storage: StorageConfig | None = None) -> None:
-    """Inference weights: svimo/ and vid/ as `from_pretrained` directories, and
-    pipeline.json naming them and the encoders they were trained with, written last (local
-    or s3://)."""
-    root, storage = str(directory), storage or StorageConfig()
-    svimo_state, vid_state = split_state(state)
-    write_pretrained("SViMo", cfg, svimo_state, join(root, "svimo"), storage)
-    write_pretrained("VID", cfg, vid_state, join(root, "vid"), storage)
-    pipeline = {"svimo": "svimo", "vid": "vid", "step": step,
-                "encoders": dataclasses.asdict(cfg.encoders)}
-    write_text(join(root, PIPELINE_NAME), json.dumps(pipeline, indent=2), storage)
-
-
-def verify(directory: str | Path, storage: StorageConfig | None = None) -> TrainState:
-    """The TrainState of a complete checkpoint directory (local or s3://): its
-    train_state.json is there and so is every file it lists; else CheckpointError."""
-    storage = storage or StorageConfig()
-    root = str(directory)
-    try:
-        content = json.loads(read_text(join(root, STATE_NAME), storage))
-    except FileNotFoundError:
-        raise CheckpointError(f"{root}: no {STATE_NAME}; the checkpoint is incomplete") from None
-    present = set(list_files(root, storage))
-    missing = [f for f in content.pop("files", []) if f not in present]
-    if missing:
-        raise CheckpointError(f"{root}: {len(missing)} listed files are missing, e.g. "
-                              f"{missing[:3]}; the checkpoint is incomplete")
-    try:
-        return TrainState(**content)
-    except TypeError as e:
-        raise CheckpointError(f"{root}/{STATE_NAME}: not a train state this version writes "
-                              f"({e})") from e
 
 
 def load(directory: str | Path, engine: Any, ema: EMA | None) -> TrainState:

@@ -210,15 +210,3 @@ class EMA:
             raise ValueError(f"EMA state does not match the model: {sorted(missing)[:5]}")
         for name, value in state.items():
             self.shadow[name].copy_(value)
-
-
-def split_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
-                                                          dict[str, torch.Tensor]]:
-    """A TrainSystem state dict -> (SViMo's, VID's), prefixes removed."""
-    parts: dict[str, dict[str, torch.Tensor]] = {"svimo": {}, "vid": {}}
-    for name, value in state.items():
-        head, _, rest = name.partition(".")
-        if head in parts:
-            parts[head][rest] = value
-    return parts["svimo"], parts["vid"]
-

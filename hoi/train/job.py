@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,12 +23,12 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from hoi import resources
+from hoi.artifacts import MODEL_DIR
 from hoi.config import Config, ConfigError
 from hoi.data.shards import ShardError, inspect_shard, list_shards
 from hoi.model.encoders import load_encoders
 from hoi.resources import Reservation, ResourceError, accelerator
-from hoi.storage import exists, is_s3, join, resolve
-from hoi.train.checkpoint import MODEL_DIR
+from hoi.storage import absolute, exists, is_s3, join, resolve
 from hoi.train.data import ingest_config, stage_dataset
 from hoi.train.engine import deepspeed_config, resolve_precision
 from hoi.train.loop import stage_name, train_loop_per_worker
@@ -133,16 +132,16 @@ def run_config(cfg: Config) -> ray.train.RunConfig:
 def absolute_paths(cfg: Config) -> Config:
     """cfg with every local path made absolute: Ray Train workers and Ray Data actors run in
     other working directories than the driver."""
-    def absolute(path: str | None) -> str | None:
-        return path if path is None or is_s3(path) else os.path.abspath(path)
+    def fix(path: str | None) -> str | None:
+        return None if path is None else absolute(path)
 
     enc, t = cfg.encoders, cfg.train
     return dataclasses.replace(
         cfg,
-        encoders=dataclasses.replace(enc, vae=absolute(enc.vae), tokenizer=absolute(enc.tokenizer),
-                                     text_encoder=absolute(enc.text_encoder)),
-        train=dataclasses.replace(t, shards=absolute(t.shards), init_from=absolute(t.init_from),
-                                  storage_path=absolute(t.storage_path)))
+        encoders=dataclasses.replace(enc, vae=fix(enc.vae), tokenizer=fix(enc.tokenizer),
+                                     text_encoder=fix(enc.text_encoder)),
+        train=dataclasses.replace(t, shards=fix(t.shards), init_from=fix(t.init_from),
+                                  storage_path=fix(t.storage_path)))
 
 
 def check(cfg: Config) -> Preflight:

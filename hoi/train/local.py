@@ -4,26 +4,32 @@ The model issue's end-to-end check that the method learns at `svimo-small` size 
 machine, and the quickest way to try a config change. `jobs/train.py` (Ray Train +
 DeepSpeed) is the path that scales.
 
+    run(cfg) -> summary: `jobs/train_local.py` (local.*): train, save, evaluate, and the
+        masked stage after it
     train_local(cfg, clips, vae, text_encoder, steps=...) -> svimo, vid, history
     evaluate(cfg, svimo, vid, vae, text_encoder, clips, out_dir=...) -> metrics per mode
+
+The optimiser follows `train` as the distributed engine does: AdamW at train.learning_rate
+with train.weight_decay, gradient norms clipped at train.gradient_clipping, and the engine's
+warm-up + cosine schedule (`lr_factor`, down to 0.1 of the peak); VID's own warm-up
+(`loop.vid_warmup_steps`) runs at the peak rate before it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-import math
 import time
 from pathlib import Path
+from typing import Any
 
-import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from hoi.config import Config, StorageConfig
+from hoi.config import Config
 from hoi.data.clip import Clip
-from hoi.data.schema import row_to_clip
-from hoi.data.shards import collate_clips, list_shards
+from hoi.data.shards import collate_clips, load_clips
 from hoi.diffusion.closed_loop import ClosedLoop
 from hoi.diffusion.conditions import TrainBatch, encode_clips, image_noise_sigma
 from hoi.diffusion.sampler import MODES, Sampler
@@ -36,12 +42,14 @@ from hoi.metrics.motion import (
     point_error,
     reprojection_error,
 )
-from hoi.model.encoders import TextEncoder, VideoVAE
+from hoi.metrics.video import psnr
+from hoi.model.encoders import TextEncoder, VideoVAE, load_encoders
 from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
-from hoi.render.export import write_motion_gallery, write_mp4, write_preview
 from hoi.render.motion_video import render_motion_video
-from hoi.storage import resolve
+from hoi.render.mp4 import write_mp4
+from hoi.render.preview import write_motion_gallery, write_preview
+from hoi.train.engine import lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -49,57 +57,76 @@ GALLERY_CLIPS = 4
 """Validation clips in each mode's gallery picture."""
 
 
-def load_clips(root: str, split: str, cfg: Config, storage: StorageConfig | None = None,
-               limit: int | None = None) -> list[Clip]:
-    """Clips of one split of a shard root, read in this process (no Ray)."""
-    storage = storage or StorageConfig()
-    clips: list[Clip] = []
-    for path in list_shards(root, storage, split):
-        fs, inner = resolve(path, storage)
-        for row in pq.read_table(inner, filesystem=fs).to_pylist():
-            clips.append(row_to_clip(row, cfg.data.num_frames, cfg.data.height, cfg.data.width))
-            if limit is not None and len(clips) >= limit:
-                return clips
-    if not clips:
-        raise FileNotFoundError(f"no {split} clips under {root!r}")
-    return clips
+def run(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
+    """`jobs/train_local.py`: train on prepare.output's train split for train.steps, save
+    svimo/ and vid/ under local.output, sample local.eval_clips validation clips in every mode
+    (metrics.json, previews/); then, with local.mask_steps, train on with the motion mask
+    (CoInteract's second stage), save svimo-masked/ and vid-masked/ (VID trains on in that stage
+    too) and sample joint and video_only (previews-masked/). Writes history.json too."""
+    vae, text_encoder = load_encoders(cfg)
+    loc, out = cfg.local, Path(cfg.local.output)
+    train = load_clips(cfg.prepare.output, "train", cfg.data, cfg.storage)
+    val = load_clips(cfg.prepare.output, "val", cfg.data, cfg.storage, limit=loc.eval_clips)
+    svimo, vid, history = train_local(cfg, train, vae, text_encoder, steps=cfg.train.steps,
+                                      progress=progress)
+    svimo.save_pretrained(str(out / "svimo"))
+    vid.save_pretrained(str(out / "vid"))
+    metrics = evaluate(cfg, svimo, vid, vae, text_encoder, val, num_steps=cfg.sample.num_steps,
+                       out_dir=out / "previews", modes=MODES[:-1])
+    if loc.mask_steps:
+        svimo.set_motion_mask(True)
+        svimo, vid, more = train_local(cfg, train, vae, text_encoder, steps=loc.mask_steps,
+                                       models=(svimo, vid), start_step=cfg.train.steps,
+                                       progress=progress)
+        history += more
+        svimo.save_pretrained(str(out / "svimo-masked"))
+        vid.save_pretrained(str(out / "vid-masked"))
+        masked = evaluate(cfg, svimo, vid, vae, text_encoder, val,
+                          num_steps=cfg.sample.num_steps, out_dir=out / "previews-masked",
+                          modes=("joint", "video_only"))
+        metrics |= {f"masked_{mode}": row for mode, row in masked.items()}
+    (out / "history.json").write_text(json.dumps(history))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return {"steps": len(history), "final_loss": history[-1]["total"], "metrics": metrics}
 
 
 def train_local(cfg: Config, clips: list[Clip] | TrainBatch, vae: VideoVAE,
                 text_encoder: TextEncoder, *,
-                steps: int, batch_size: int = 4, lr: float = 1e-3, seed: int = 0,
-                models: tuple[SViMo, VID] | None = None, start_step: int = 0,
+                steps: int, models: tuple[SViMo, VID] | None = None, start_step: int = 0,
                 progress: bool = True) -> tuple[SViMo, VID, list[dict[str, float]]]:
     """Train SViMo and VID with the closed loop (algorithm 1), from scratch or on from
     `models`; `start_step` counts the steps those were trained for, so that a continuation
     (the masked stage) does not repeat the VID warm-up (`loop.vid_warmup_steps`).
 
     The clips are encoded once up front (latents, text, normalised motion; or given already
-    encoded, by `encode`); each step draws `batch_size` of them. Returns the networks (eval mode) and per-step loss terms."""
-    torch.manual_seed(seed)
+    encoded, by `encode`); each step draws train.batch_size of them. Returns the networks
+    (eval mode) and per-step loss terms."""
+    t = cfg.train
+    torch.manual_seed(t.seed)
     svimo, vid = models if models is not None else (SViMo(cfg), VID(cfg))
     svimo.train()
     vid.train()
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(t.seed)
     data = (clips if isinstance(clips, TrainBatch)
             else encode(cfg, clips, vae, text_encoder, g, progress=progress))
     loop = ClosedLoop(cfg, svimo, vid, vae, text_encoder.encode([""]))
     params = [*svimo.parameters(), *vid.parameters()]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
     # VID's warm-up at the peak rate; the joint phase then gets the whole cosine schedule,
     # so that SViMo does not start its training at a rate the warm-up already decayed
     warmup = max(0, min(steps, cfg.loop.vid_warmup_steps - start_step))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 1.0 if s < warmup else _cosine(s - warmup, steps - warmup, warmup=20))
+        opt, lambda s: 1.0 if s < warmup else lr_factor(s - warmup, steps - warmup,
+                                                        t.warmup_steps))
     history = []
     bar = tqdm(range(steps), desc="closed-loop training", disable=not progress)
     start = time.perf_counter()
     for step in bar:
-        batch = data.select(torch.randint(0, len(data), (batch_size,), generator=g))
+        batch = data.select(torch.randint(0, len(data), (t.batch_size,), generator=g))
         terms = loop.losses(batch, g, loop.phase(start_step + step))
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, t.gradient_clipping)
         opt.step()
         sched.step()
         row = {k: v.item() for k, v in terms.items()} | {
@@ -149,7 +176,8 @@ def evaluate(cfg: Config, svimo: SViMo, vid: VID, vae: VideoVAE, text_encoder: T
                          motion=batch.motion if mode == "motion_to_video" else None,
                          video_latent=batch.video_latent if mode == "video_to_motion" else None)
         video = vae.decode(sample.video_latent)
-        row = {"video_psnr_db": _psnr(video, gt_video), "seconds": time.perf_counter() - start}
+        row = {"video_psnr_db": psnr(video, gt_video).mean().item(),
+               "seconds": time.perf_counter() - start}
         if sample.motion is not None:
             joints, points = unpack(_metres(cfg, sample.motion))
             row |= _motion_metrics(joints, points, gt_joints, gt_points, batch.K)
@@ -175,19 +203,8 @@ def encode(cfg: Config, clips: list[Clip], vae: VideoVAE, text_encoder: TextEnco
                          for f in dataclasses.fields(TrainBatch)})
 
 
-def _cosine(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def _metres(cfg: Config, motion: torch.Tensor) -> torch.Tensor:
     return denormalize(motion.float(), cfg.vid.coord_center, cfg.vid.coord_scale)
-
-
-def _psnr(video: torch.Tensor, target: torch.Tensor) -> float:
-    mse = (video.float() - target.float()).square().mean(dim=(1, 2, 3, 4))
-    return (10 * torch.log10(255.0 ** 2 / mse.clamp_min(1e-10))).mean().item()
 
 
 def _motion_metrics(joints: torch.Tensor, points: torch.Tensor, gt_joints: torch.Tensor,

@@ -30,6 +30,7 @@ import ray.train.torch
 import torch
 from ray.train.v2._internal.execution import context as ray_train_context
 
+from hoi.artifacts import CHECKPOINT_PREFIX, TrainState
 from hoi.config import Config, from_dict
 from hoi.model.encoders import VideoVAE
 from hoi.train import checkpoint
@@ -91,7 +92,7 @@ class WorkerRun:
         self.ema = EMA(self.engine.module, t.ema_decay) if t.ema_decay > 0 else None
         self.meter = Meter(cfg, self.world, peak_tflops(cfg, self.device), self.device)
         # 2. Resume.
-        self.state = checkpoint.TrainState(world_size=self.world)
+        self.state = TrainState(world_size=self.world)
         restored = ray.train.get_checkpoint()
         if restored is not None:
             with restored.as_directory() as directory:
@@ -180,4 +181,4 @@ class WorkerRun:
         with tempfile.TemporaryDirectory(prefix="svimo-ckpt-") as directory:
             checkpoint.save(directory, self.engine, state, self.cfg, self.ema)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
-                             checkpoint_dir_name=f"{checkpoint.CHECKPOINT_PREFIX}{state.step:08d}")
+                             checkpoint_dir_name=f"{CHECKPOINT_PREFIX}{state.step:08d}")

@@ -18,7 +18,8 @@ import pytest
 
 from cluster import local
 from hoi.config import StorageConfig
-from tests.train.inputs import write_tiny_model, write_train_inputs
+from hoi.untrained import write_untrained_model
+from tests.train.inputs import write_train_inputs
 
 REPO = Path(__file__).resolve().parents[2]
 GPU_NODES = {"gpu_worker": {"resources": {"CPU": 2, "GPU": 2, "accelerator_type:A100": 1},
@@ -124,7 +125,7 @@ def test_serve_replicas_ask_for_gpus_before_any_gpu_node_runs(autoscaling, tmp_p
     """The svimo-5b Serve app built on a cluster whose GPU nodes have not started: each
     replica asks for a GPU of the named type (the request the autoscaler answers with a
     node), rather than for the 0 GPUs the cluster had at build time."""
-    model = write_tiny_model(str(tmp_path), StorageConfig())
+    model = write_untrained_model(str(tmp_path), StorageConfig())
     assert _gpus(autoscaling) == 0
     done = subprocess.run([sys.executable, "-c", BUILD_APP, autoscaling.address, model],
                           cwd=REPO, capture_output=True, text=True, timeout=120,

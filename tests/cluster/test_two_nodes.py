@@ -29,9 +29,9 @@ from ray.job_submission import JobSubmissionClient
 
 from cluster import local
 from hoi.storage import list_files, read_text
+from hoi.untrained import write_untrained_codec
 from serve.health import wait_healthy
 from tests.conftest import S3Server
-from tests.train.inputs import write_tiny_codec
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -101,7 +101,7 @@ def test_prepare_train_serve_and_sample_across_two_nodes_on_s3(
         two_nodes: local.LocalCluster, s3: S3Server, tmp_path: Path) -> None:
     root = s3.fresh_root()
     common = ["--flavour", "svimo-tiny", "--storage.endpoint_url", s3.endpoint_url,
-              *write_tiny_codec(f"{root}/codec", s3.storage)]
+              *write_untrained_codec(f"{root}/codec", s3.storage)]
 
     # 1. prepare: shards of both splits on S3, from an uploaded copy of the project (as a
     # remote cluster runs jobs; the others run in the checkout, as on one machine)

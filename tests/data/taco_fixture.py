@@ -24,8 +24,8 @@ from unittest import mock
 import numpy as np
 import torch
 
-from hoi.data.codec import encode_mp4
 from hoi.geometry.camera import look_at
+from hoi.render.mp4 import encode_mp4
 
 TRIPLET = "(stir, spoon, bowl)"
 SERIAL = "22139908"

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from hoi.codec.text import build_text_encoder, build_tokenizer, prompt_vocabulary
+from hoi.codec.vae import build_vae
 from hoi.config import Config
 from hoi.data.prepare import render_synthetic
 from hoi.data.shards import collate_clips
@@ -15,7 +17,6 @@ from hoi.diffusion.conditions import TrainBatch, encode_clips
 from hoi.model.encoders import TextEncoder, VideoVAE
 from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
-from hoi.train.codec import build_text_encoder, build_tokenizer, build_vae, prompt_vocabulary
 
 
 @dataclass

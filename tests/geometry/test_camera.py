@@ -16,7 +16,11 @@ def test_projection_of_hand_computed_points():
 
 
 def test_projection_broadcasts_one_camera_per_clip_over_frames():
-    points = torch.randn(2, 5, 7, 3) + torch.tensor([0.0, 0.0, 3.0])
+    # in front of the camera (depth 2.5-3.5): an unseeded randn put a point near depth 0 now
+    # and then, where its huge projection differed in the last float32 bit between the two
+    # broadcasts (1.9 px of 380,000)
+    g = torch.Generator().manual_seed(0)
+    points = torch.rand(2, 5, 7, 3, generator=g) - 0.5 + torch.tensor([0.0, 0.0, 3.0])
     R = torch.stack([torch.eye(3), torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])])
     uv, _ = project(points, K[None, None], R[:, None], torch.zeros(2, 1, 3))
     for b in range(2):

@@ -8,6 +8,8 @@ import pytest
 import torch
 from diffusers import AutoencoderKLCogVideoX
 
+from hoi.codec.job import save_pretrained
+from hoi.codec.text import build_text_encoder, build_tokenizer, prompt_vocabulary
 from hoi.config import ConfigError, StorageConfig, load_config
 from hoi.model.encoders import (
     TextEncoder,
@@ -16,7 +18,6 @@ from hoi.model.encoders import (
     load_encoders,
     to_vae_input,
 )
-from hoi.train.codec import build_text_encoder, build_tokenizer, prompt_vocabulary, save_pretrained
 
 LOCAL = StorageConfig()
 SCALE = 0.7

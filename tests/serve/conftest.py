@@ -15,8 +15,8 @@ import yaml
 
 from cluster.local import free_port
 from hoi.config import StorageConfig
+from hoi.untrained import write_untrained_model
 from serve.health import wait_healthy
-from tests.train.inputs import write_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -31,7 +31,7 @@ MAX_IMAGE_PIXELS = 4_000_000
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     """An exported svimo-tiny model trained with the motion mask (so video_only works)."""
     root = tmp_path_factory.mktemp("tiny-model")
-    return write_tiny_model(str(root), StorageConfig(),
+    return write_untrained_model(str(root), StorageConfig(),
                             ["--model.motion_attention_mask", "true"])
 
 

@@ -160,7 +160,7 @@ def test_openapi_schema_documents_the_api(svimo_url: str) -> None:
 
 def sampler_replicas() -> int:
     app = serve.status().applications["default"]
-    return app.deployments["Sampler"].replica_states.get("RUNNING", 0)
+    return app.deployments["SamplingReplica"].replica_states.get("RUNNING", 0)
 
 
 def drain(url: str, timeout_s: float = 180) -> None:
@@ -216,7 +216,7 @@ def test_a_job_whose_sampler_replica_dies_runs_again_and_completes(svimo_url: st
             break
         assert time.monotonic() < deadline, "no job started"
     replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
-                if "#Sampler#" in a["name"]]
+                if "#SamplingReplica#" in a["name"]]
     assert replicas, ray.util.list_named_actors(all_namespaces=True)
     for actor in replicas:  # every sampler replica: the running job's one among them
         ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=False)

@@ -47,7 +47,7 @@ def test_the_cloud_serve_config_runs_the_cloud_run_file_from_s3() -> None:
 
 
 def _sampler_options(app: serve.Application) -> dict:
-    """The Sampler deployment's actor options inside the built app (the ingress's third
+    """The SamplingReplica deployment's actor options inside the built app (the ingress's third
     argument)."""
     return app._bound_deployment.init_args[2]._bound_deployment.ray_actor_options
 

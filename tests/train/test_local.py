@@ -32,9 +32,10 @@ def test_train_local_job(tmp_path, ray_local):
     parts.text_encoder.model.save_pretrained(codec / "text_encoder")
     parts.text_encoder.tokenizer.save_pretrained(codec / "tokenizer")
     out = tmp_path / "local"
-    code = main(["--flavour", "svimo-tiny", "--steps", "4", "--mask-steps", "2",
-                 "--batch-size", "2", "--sample-steps", "2", "--eval-clips", "2",
-                 "--out", str(out), "--prepare.output", shards, "--loop.vid_warmup_steps", "2",
+    code = main(["--flavour", "svimo-tiny", "--train.steps", "4", "--local.mask_steps", "2",
+                 "--train.batch_size", "2", "--sample.num_steps", "2", "--local.eval_clips", "2",
+                 "--local.output", str(out), "--prepare.output", shards,
+                 "--loop.vid_warmup_steps", "2",
                  "--encoders.vae", str(codec / "vae"),
                  "--encoders.tokenizer", str(codec / "tokenizer"),
                  "--encoders.text_encoder", str(codec / "text_encoder")])

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from hoi import artifacts
 from hoi.config import Config, StorageConfig, load_config
 from hoi.data.prepare import render_synthetic
 from hoi.data.shards import collate_clips
@@ -23,7 +24,6 @@ from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
 from hoi.render.motion_video import render_motion_video
 from hoi.storage import read_text
-from hoi.train import checkpoint
 from hoi.train.data import resize_clips
 from hoi.train.engine import deepspeed_config, lr_factor
 from hoi.train.job import TrainError, exported_model, fit, preflight
@@ -104,15 +104,15 @@ def test_resizing_a_clip_redraws_its_motion_video_at_the_new_size():
 def test_a_checkpoint_with_a_missing_file_does_not_verify(tmp_path):
     (tmp_path / "deepspeed").mkdir()
     (tmp_path / "deepspeed" / "a.pt").write_bytes(b"x")
-    with pytest.raises(checkpoint.CheckpointError, match="no train_state.json"):
-        checkpoint.verify(tmp_path)
+    with pytest.raises(artifacts.CheckpointError, match="no train_state.json"):
+        artifacts.verify(tmp_path)
     state = {"step": 3, "consumed": 1, "world_size": 2,
              "files": ["deepspeed/a.pt", "deepspeed/b.pt"]}
     (tmp_path / "train_state.json").write_text(json.dumps(state))
-    with pytest.raises(checkpoint.CheckpointError, match="1 listed files are missing"):
-        checkpoint.verify(tmp_path)
+    with pytest.raises(artifacts.CheckpointError, match="1 listed files are missing"):
+        artifacts.verify(tmp_path)
     (tmp_path / "deepspeed" / "b.pt").write_bytes(b"y")
-    assert checkpoint.verify(tmp_path) == checkpoint.TrainState(step=3, consumed=1,
+    assert artifacts.verify(tmp_path) == artifacts.TrainState(step=3, consumed=1,
                                                                  world_size=2)
 
 
@@ -182,14 +182,14 @@ def test_a_run_stopped_at_a_stage_boundary_resumes_into_the_next_stage_as_if_nev
     assert 0 <= straight.metrics["data_wait"] < 1
     stopped = fit(_cfg(*run, "--train.run_name", "paused", "--train.stop_at_step", "2"))
     assert stopped.metrics["step"] == 2 and stopped.metrics["stage"] == 0
-    boundary = checkpoint.verify(f"s3://{stopped.checkpoint.path}", s3.storage)
+    boundary = artifacts.verify(f"s3://{stopped.checkpoint.path}", s3.storage)
     assert (boundary.step, boundary.stage, boundary.consumed) == (2, 0, 4)
     resumed_cfg = _cfg(*run, "--train.run_name", "paused")
     resumed = fit(resumed_cfg)
     assert resumed.metrics["resumed_from"] == 2 and resumed.metrics["step"] == 4
     # stage 2's stream was read from its start: its own 2 steps x 2 micro-batches, none of
     # stage 1's
-    end = checkpoint.verify(f"s3://{resumed.checkpoint.path}", s3.storage)
+    end = artifacts.verify(f"s3://{resumed.checkpoint.path}", s3.storage)
     assert (end.step, end.stage, end.consumed) == (4, 1, 4)
     expected, got = _losses(straight), _losses(resumed)
     assert sorted(got) == sorted(expected) == [1, 2, 3, 4]
@@ -250,10 +250,10 @@ def test_a_killed_worker_is_replaced_and_the_run_resumes_from_its_checkpoint(
     assert "pid" in killed, "no train worker was found to kill"
     # finished every step, restarting from a checkpoint taken after the kill's trigger
     assert result.metrics["step"] == 8 and result.metrics["resumed_from"] in (3, 6)
-    state = checkpoint.verify(Path(result.checkpoint.path))
+    state = artifacts.verify(Path(result.checkpoint.path))
     assert state.step == 8 and state.world_size == 2
     kept = {p.parent.name for p in (tmp_path / "runs" / "killed").glob(
-        f"*/{checkpoint.STATE_NAME}")}
+        f"*/{artifacts.STATE_NAME}")}
     assert kept == {"checkpoint-00000006", "checkpoint-00000008"}  # keep_checkpoints 2
     # ZeRO-3's partitions were gathered into whole inference weights
     svimo = SViMo.from_pretrained(str(Path(exported_model(cfg, result)) / "svimo"))

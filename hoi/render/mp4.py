@@ -1,4 +1,4 @@
-"""Video frames <-> MP4 bytes, in memory (PyAV / libx264).
+"""Video frames <-> MP4 bytes, in memory (PyAV / libx264), and MP4 files.
 
 Two profiles: ``"archive"`` (yuv444p, crf 10) keeps shard frames close to the source;
 ``"web"`` (yuv420p, even sizes) is what browsers and players expect for previews.
@@ -7,6 +7,7 @@ Two profiles: ``"archive"`` (yuv444p, crf 10) keeps shard frames close to the so
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Literal
 
 import av
@@ -35,6 +36,14 @@ def encode_mp4(frames: np.ndarray, fps: float, profile: Profile = "archive") -> 
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
     return buf.getvalue()
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: float) -> Path:
+    """Write frames (N, H, W, 3) uint8 as an MP4 that browsers and players open; returns path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_mp4(np.ascontiguousarray(frames), fps, profile="web"))
+    return path
 
 
 def decode_mp4(data: bytes) -> np.ndarray:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,8 @@ import pytest
 import safetensors.torch
 import torch
 
+from hoi.artifacts import CONFIG_NAME, MODEL_SECTIONS, WEIGHTS_NAME, write_pretrained
 from hoi.config import load_config
-from hoi.model.pretrained import WEIGHTS_NAME, write_pretrained
 from hoi.model.svimo import SViMo
 
 # A process that holds SIZE_MB of weights, writes them and reports how much its peak resident
@@ -20,7 +21,7 @@ from hoi.model.svimo import SViMo
 PEAK = """
 import resource, sys, torch
 from hoi.config import load_config
-from hoi.model.pretrained import write_pretrained
+from hoi.artifacts import write_pretrained
 state = {f"w{i}": torch.ones(SIZE_MB * 2**18 // 8) for i in range(8)}
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 write_pretrained("SViMo", load_config(flavour="svimo-tiny"), state, sys.argv[1])
@@ -32,7 +33,7 @@ SIZE_MB = 400
 def test_a_local_export_does_not_hold_the_weights_twice(tmp_path: Path):
     done = subprocess.run([sys.executable, "-c", PEAK.replace("SIZE_MB", str(SIZE_MB)),
                            str(tmp_path / "svimo")], capture_output=True, text=True,
-                          timeout=120, cwd=Path(__file__).resolve().parents[2])
+                          timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr[-2000:]
     grown_mb = int(done.stdout.split()[-1])
     assert grown_mb < SIZE_MB / 4, f"writing {SIZE_MB} MB of weights grew the peak by {grown_mb} MB"
@@ -76,9 +77,23 @@ def test_loading_holds_the_weights_once(tmp_path: Path):
     del model
     done = subprocess.run([sys.executable, "-c", LOAD_PEAK, str(tmp_path / "svimo")],
                           capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).resolve().parents[2])
+                          cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr[-2000:]
     grown_mb = int(done.stdout.split()[-1])
     # the tensors are backed by the file's pages (safetensors maps it): loading adds nothing
     # until the weights are used (a bytes object of the file held them all: 182 of 204 MB)
     assert size_mb > 150 and grown_mb < 0.25 * size_mb, (size_mb, grown_mb)
+
+
+def test_a_network_keeps_the_model_sections_of_its_run_config(tmp_path: Path):
+    """config.json holds what builds and runs the network, not the run's serve, storage or
+    ray sections (which name the training run's endpoints, buckets and cluster)."""
+    cfg = load_config(flavour="svimo-tiny", overrides=[
+        "--storage.endpoint_url", "http://127.0.0.1:9", "--serve.results", "/run/results",
+        "--model.motion_attention_mask", "true", "--loop.vid_warmup_steps", "7"])
+    SViMo(cfg).save_pretrained(str(tmp_path / "svimo"))
+    saved = json.loads((tmp_path / "svimo" / CONFIG_NAME).read_text())["config"]
+    assert tuple(saved) == MODEL_SECTIONS
+    loaded = SViMo.from_pretrained(str(tmp_path / "svimo")).config
+    assert loaded.model == cfg.model and loaded.loop == cfg.loop and loaded.data == cfg.data
+    assert loaded.storage.endpoint_url is None and loaded.serve.results != "/run/results"

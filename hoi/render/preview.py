@@ -1,4 +1,4 @@
-"""Files people look at: MP4s of frames, and previews that put a clip's views side by side.
+"""Previews: a clip's views side by side, as MP4s and contact sheets, for people to look at.
 
 A preview frame has four labelled panels: the RGB video | the motion video | the overlay (the
 RGB frame with the motion video's non-black pixels on top, to see that they coincide) | a 3D
@@ -20,8 +20,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from mpl_toolkits.mplot3d.art3d import Line3DCollection
 
-from hoi.data.codec import encode_mp4
 from hoi.render.motion_video import BONE_RGB, BONES, JOINT_RGB, POINT_RGB
+from hoi.render.mp4 import write_mp4
 
 PANEL_HEIGHT = 240
 """Panels are upscaled by a whole factor to at least this many pixels high."""
@@ -29,14 +29,6 @@ TITLE_HEIGHT = 22
 """Pixels above the panels for their labels."""
 SHEET_FRAMES = 4
 """Frames (evenly spaced, first and last included) in a preview's contact sheet."""
-
-
-def write_mp4(path: str | Path, frames: np.ndarray, fps: float) -> Path:
-    """Write frames (N, H, W, 3) uint8 as an MP4 that browsers and players open; returns path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encode_mp4(np.ascontiguousarray(frames), fps, profile="web"))
-    return path
 
 
 def preview_frames(video: np.ndarray, motion_video: np.ndarray, joints: np.ndarray,

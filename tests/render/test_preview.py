@@ -6,14 +6,13 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from hoi.data.codec import decode_mp4
-from hoi.render.export import (
+from hoi.render.mp4 import decode_mp4, write_mp4
+from hoi.render.preview import (
     PANEL_HEIGHT,
     SHEET_FRAMES,
     TITLE_HEIGHT,
     preview_frames,
     write_motion_gallery,
-    write_mp4,
     write_preview,
 )
 from tests.render.scene import table_camera, two_hands

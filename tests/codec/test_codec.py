@@ -1,4 +1,4 @@
-"""hoi.train.codec and jobs/train_codec.py: a few steps on tiny clips, saved, loaded back."""
+"""hoi.codec and jobs/train_codec.py: a few steps on tiny clips, saved, loaded back."""
 
 from __future__ import annotations
 
@@ -11,23 +11,15 @@ import numpy as np
 import pytest
 import torch
 
+from hoi.codec import CodecError
+from hoi.codec.job import PREVIEW_NAME, SUMMARY_NAME, read_split
+from hoi.codec.text import build_tokenizer, prompt_vocabulary
+from hoi.codec.vae import autocast_dtype, build_vae, random_batch, train_vae
 from hoi.config import ConfigError, StorageConfig, load_config
 from hoi.data.clip import Clip
 from hoi.data.schema import clip_to_row
 from hoi.data.shards import shard_path, write_shard
 from hoi.model.encoders import load_encoders
-from hoi.train.codec import (
-    PREVIEW_NAME,
-    SUMMARY_NAME,
-    CodecError,
-    autocast_dtype,
-    build_tokenizer,
-    build_vae,
-    prompt_vocabulary,
-    random_batch,
-    read_split,
-    train_vae,
-)
 from hoi.vocabulary import ACTIONS, prompt_for
 from jobs.train_codec import main
 from tests.conftest import make_clip

@@ -1,0 +1,160 @@
+"""The codec job: read the shards' clips, train the VAE, build the text side, measure, save."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+import imageio.v3 as iio
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from hoi.codec import CodecError
+from hoi.codec.text import build_text_encoder, build_tokenizer, prompt_vocabulary
+from hoi.codec.vae import autocast_dtype, build_vae, latent_std, reconstruction, train_vae
+from hoi.config import Config, StorageConfig
+from hoi.data.schema import row_to_clip
+from hoi.data.shards import READ_COLUMNS, list_shards
+from hoi.model.encoders import VideoVAE
+from hoi.storage import join, resolve, write_bytes, write_text
+
+SUMMARY_NAME = "codec.json"
+PREVIEW_NAME = "reconstruction.png"
+PREVIEW_CLIPS = 3
+"""Clips (rows) of the reconstruction picture."""
+_WRITTEN_LAST = ("config.json", "tokenizer_config.json")
+"""Files that mark a saved directory as complete: uploaded after everything else."""
+
+
+@dataclasses.dataclass
+class SplitVideos:
+    """One split's clips in memory: video and motion_video uint8 (M, N, H, W, 3), M prompts."""
+
+    video: torch.Tensor
+    motion_video: torch.Tensor
+    prompts: list[str]
+
+    @property
+    def both(self) -> torch.Tensor:
+        """RGB and motion videos together (2M, N, H, W, 3): the VAE codes both kinds."""
+        return torch.cat([self.video, self.motion_video])
+
+
+def read_split(root: str, split: str, cfg: Config) -> SplitVideos | None:
+    """Every clip of `split` under shard root `root` (validated against cfg.data's sizes), or
+    None when the split has no shards."""
+    try:
+        paths = list_shards(root, cfg.storage, split)
+    except FileNotFoundError:
+        return None
+    if not paths:
+        return None
+    videos, motions, prompts = [], [], []
+    for path in paths:
+        fs, inner = resolve(path, cfg.storage)
+        for row in pq.read_table(inner, filesystem=fs, columns=READ_COLUMNS).to_pylist():
+            clip = row_to_clip(row, cfg.data.num_frames, cfg.data.height, cfg.data.width)
+            videos.append(torch.from_numpy(clip.video.copy()))
+            motions.append(torch.from_numpy(clip.motion_video.copy()))
+            prompts.append(clip.prompt)
+    if not videos:
+        return None
+    return SplitVideos(torch.stack(videos), torch.stack(motions), prompts)
+
+
+@torch.no_grad()
+def reconstruction_picture(vae: VideoVAE, videos: SplitVideos) -> np.ndarray:
+    """(rows * H, 4 * W, 3) uint8: for the first PREVIEW_CLIPS clips, the middle frame of the
+    RGB video, its reconstruction, the motion video and its reconstruction."""
+    columns = []
+    for clips in (videos.video[:PREVIEW_CLIPS], videos.motion_video[:PREVIEW_CLIPS]):
+        middle = clips.shape[1] // 2
+        columns += [clips[:, middle], vae.decode(vae.encode(clips))[:, middle].to(torch.uint8)]
+    rows = torch.cat(columns, dim=2)  # (clips, H, 4 W, 3)
+    return rows.flatten(0, 1).numpy()
+
+
+def save_pretrained(obj: Any, path: str, storage: StorageConfig) -> None:
+    """`obj.save_pretrained` to a local or s3:// directory, file by file and atomically, the
+    config file last so that a directory with a config is complete."""
+    with tempfile.TemporaryDirectory(prefix="svimo-codec-") as tmp:
+        obj.save_pretrained(tmp)
+        names = sorted((os.path.relpath(os.path.join(d, f), tmp) for d, _, files in os.walk(tmp)
+                        for f in files), key=lambda name: (name in _WRITTEN_LAST, name))
+        for name in names:
+            with open(os.path.join(tmp, name), "rb") as f:
+                write_bytes(join(path, name), f.read(), storage)
+
+
+def run(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
+    """Train and save the codec; returns the summary also written to <output>/codec.json.
+
+    1. read the training (and validation) clips; 2. train the VAE; 3. set its scaling factor
+    to 1 / std of the training latents; 4. measure reconstruction on the validation clips
+    (the training clips when there are none); 5. build the tokenizer and T5; 6. save."""
+    start = time.monotonic()
+    codec = cfg.codec
+    # 1. Data.
+    train = read_split(codec.shards, "train", cfg)
+    if train is None:
+        raise CodecError(f"no training clips under {codec.shards!r}/train: run jobs/prepare.py "
+                         f"first or set codec.shards")
+    val = read_split(codec.shards, "val", cfg)
+    evaluated = val if val is not None else train
+    # 2. VAE, seeded without touching the caller's global RNG.
+    with torch.random.fork_rng():
+        torch.manual_seed(codec.seed)
+        vae = build_vae(cfg)
+    before = reconstruction(VideoVAE(vae), evaluated.both)
+    history = train_vae(vae, train.both, cfg, progress=progress)
+    # 3. Scaled latents of unit variance, like diffusion VAEs.
+    std = latent_std(vae, train.both)
+    vae.register_to_config(scaling_factor=1.0 / std)
+    # 4. Reconstruction quality, RGB and motion video apart.
+    wrapped = VideoVAE(vae)
+    after = {name: reconstruction(wrapped, getattr(evaluated, name))
+             for name in ("video", "motion_video")}
+    picture = reconstruction_picture(wrapped, evaluated)
+    write_bytes(join(codec.output, PREVIEW_NAME),
+                iio.imwrite("<bytes>", picture, extension=".png"), cfg.storage)
+    # 5. Text.
+    vocabulary = prompt_vocabulary(train.prompts + (val.prompts if val is not None else []))
+    tokenizer = build_tokenizer(vocabulary, cfg.model.max_text_tokens)
+    with torch.random.fork_rng():
+        torch.manual_seed(codec.seed)
+        text_encoder = build_text_encoder(cfg, len(tokenizer))
+    # 6. Save: the three directories, then the summary.
+    paths = {name: join(codec.output, name) for name in ("vae", "tokenizer", "text_encoder")}
+    save_pretrained(vae, paths["vae"], cfg.storage)
+    save_pretrained(tokenizer, paths["tokenizer"], cfg.storage)
+    save_pretrained(text_encoder, paths["text_encoder"], cfg.storage)
+    summary = {
+        "paths": paths,
+        "settings": {**dataclasses.asdict(codec), "flavour": cfg.flavour,
+                     "data": dataclasses.asdict(cfg.data), "latent": dataclasses.asdict(cfg.latent),
+                     "text_embed_dim": cfg.model.text_embed_dim,
+                     "max_text_tokens": cfg.model.max_text_tokens},
+        "clips": {"train": len(train.prompts), "val": len(val.prompts) if val is not None else 0},
+        "evaluated_on": "val" if val is not None else "train",
+        "psnr_db": {name: m["psnr_db"] for name, m in after.items()},
+        "mse": {"before": before["mse"],
+                "after": sum(m["mse"] for m in after.values()) / len(after),
+                "first_steps": _mean(history[:10]), "last_steps": _mean(history[-10:])},
+        "precision": str(autocast_dtype(torch.device("cpu")) or torch.float32),
+        "scaling_factor": 1.0 / std,
+        "vae_parameters": sum(p.numel() for p in vae.parameters()),
+        "vocabulary_size": len(tokenizer),
+        "seconds": round(time.monotonic() - start, 1),
+    }
+    text = json.dumps(summary, indent=2)
+    write_text(join(codec.output, SUMMARY_NAME), text, cfg.storage)
+    return json.loads(text)  # as a reader of codec.json sees it (lists, not tuples)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / max(1, len(values))
