@@ -175,6 +175,22 @@ class TrainConfig:
     peak_tflops: float | None = None
     """Peak dense TFLOP/s of one worker's device, the denominator of MFU; None: known GPUs'
     bf16 peak (H100/H200 989, A100 312), and no MFU on CPUs."""
+    validate_every: int | None = None
+    """Every this many steps (and at the last), every rank samples the first `validate_clips`
+    clips of <shards>/val in joint mode (the ZeRO-3 partitions take part together) and rank 0
+    logs their PSNR, MPJPE and preview to TensorBoard and MLflow; None: no validation."""
+    validate_clips: int = 2
+    """Validation clips sampled each time (the same ones every time)."""
+    validate_steps: int = 10
+    """Denoising steps of a validation sample."""
+    tensorboard: bool = True
+    """TensorBoard event files of every logged row, from rank 0, under
+    <storage_path>/<run_name>/tensorboard/ (local or s3://)."""
+    mlflow_uri: str | None = None
+    """MLflow tracking URI (http(s)://..., databricks, sqlite:///...) to log the same rows and
+    the run config to; None: no MLflow."""
+    mlflow_experiment: str = "svimo"
+    """MLflow experiment of the run (created when missing)."""
     max_failures: int = 2
     """Worker-group restarts (from the latest checkpoint) before the run fails."""
     seed: int = 0
@@ -196,6 +212,9 @@ class TrainConfig:
         require(self.checkpoint_every >= 1 and self.keep_checkpoints >= 1 and self.log_every >= 1,
                  "train.checkpoint_every, keep_checkpoints and log_every must be >= 1")
         require(self.max_failures >= -1, "train.max_failures must be >= -1 (-1: unlimited)")
+        require((self.validate_every is None or self.validate_every >= 1)
+                and self.validate_clips >= 1 and self.validate_steps >= 1,
+                "train.validate_every (or null), validate_clips and validate_steps must be >= 1")
         for row in self.stages:
             require(len(row) == 3 and all(v > 0 for v in row),
                      f"train.stages rows are [height, width, steps] > 0, got {list(row)}")

@@ -32,6 +32,8 @@ from hoi.storage import absolute, exists, is_s3, join, resolve
 from hoi.train.data import ingest_config, stage_dataset
 from hoi.train.engine import deepspeed_config, resolve_precision
 from hoi.train.loop import stage_name, train_loop_per_worker
+from hoi.train.tracking import check_mlflow
+from hoi.train.validation import validation_clips
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ class Preflight:
 
     shards: list[tuple[str, int]]
     null_text: Any
+    validation: dict[str, Any] | None = None
+    """The validation clips' prompts and their T5 features (train.validate_every)."""
     resources: str = ""
 
     @property
@@ -85,6 +89,14 @@ def preflight(cfg: Config) -> Preflight:
     except (ConfigError, FileNotFoundError, OSError) as e:
         raise TrainError(f"encoders: {e}") from e
     null_text = text_encoder.encode([""]).float().numpy()
+    validation = None
+    if t.validate_every:
+        try:
+            prompts = [clip.prompt for clip in validation_clips(cfg)]
+        except (FileNotFoundError, OSError, ValueError) as e:
+            raise TrainError(f"train.validate_every needs validation clips: {e}") from e
+        validation = {"prompts": prompts,
+                      "features": text_encoder.encode(prompts).float().numpy()}
     if t.init_from is not None and not exists(t.init_from, cfg.storage):
         raise TrainError(f"train.init_from {t.init_from!r} does not exist")
     # Settings that only contradict each other at build time.
@@ -92,7 +104,13 @@ def preflight(cfg: Config) -> Preflight:
         deepspeed_config(cfg, t.num_workers, device)
     except ConfigError as e:
         raise TrainError(str(e)) from e
-    return Preflight(shards=shards, null_text=null_text)
+    # The tracking server answers (rank 0 would fail at its first row, minutes in).
+    if t.mlflow_uri:
+        try:
+            check_mlflow(t.mlflow_uri)
+        except Exception as e:  # MLflow raises many kinds; each means "not there"
+            raise TrainError(f"train.mlflow_uri {t.mlflow_uri!r}: {e}") from e
+    return Preflight(shards=shards, null_text=null_text, validation=validation)
 
 
 def reservations(cfg: Config) -> list[Reservation]:
@@ -168,7 +186,8 @@ def fit(cfg: Config) -> ray.train.Result:
              join(t.storage_path, t.run_name))
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.to_dict(), "null_text": checked.null_text},
+        train_loop_config={"cfg": cfg.to_dict(), "null_text": checked.null_text,
+                           "validation": checked.validation},
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu,
             accelerator_type=t.accelerator_type, placement_strategy=t.placement_strategy,

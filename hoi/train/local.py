@@ -49,6 +49,7 @@ from hoi.model.vid import VID
 from hoi.render.motion_video import render_motion_video
 from hoi.render.mp4 import write_mp4
 from hoi.render.preview import write_motion_gallery, write_preview
+from hoi.train.data import resize_clips
 from hoi.train.engine import lr_factor
 
 log = logging.getLogger(__name__)
@@ -157,36 +158,42 @@ def evaluate(cfg: Config, svimo: SViMo, vid: VID, vae: VideoVAE, text_encoder: T
     of the first clip (`<mode>.mp4/.png`) and, where it makes motion, `<mode>-gallery.png`:
     the last frames of the first `GALLERY_CLIPS` clips, true and generated, with the true and
     the generated motion drawn over the true frame."""
-    g = torch.Generator().manual_seed(seed)
-    collated = collate_clips(clips)
+    device = vae.device
+    g = torch.Generator(device).manual_seed(seed)
+    collated = resize_clips(collate_clips(clips), cfg.data.height, cfg.data.width)
     gt_video = collated["video"]
     batch = encode_clips(collated, vae, text_encoder, cfg, g)
     # sampling uses the fixed median noise level on the reference image
     sigma = image_noise_sigma(cfg, len(clips), training=False)
     batch.image_latent = vae.encode_image(gt_video[:, 0], sigma, g)
     sampler = Sampler(cfg, svimo, vid, vae)
-    gt_joints, gt_points = unpack(_metres(cfg, batch.motion))
+    null_text = text_encoder.encode([""]).to(device)
+    K = batch.K.cpu()
+    gt_joints, gt_points = unpack(_metres(cfg, batch.motion.cpu()))
     results: dict[str, dict[str, float]] = {
         "reference": _motion_metrics(gt_joints.roll(1, 0), gt_points.roll(1, 0),
-                                     gt_joints, gt_points, batch.K)}
+                                     gt_joints, gt_points, K)}
     for mode in modes:
         start = time.perf_counter()
         sample = sampler(batch.image_latent, batch.text, batch.K, mode=mode, num_steps=num_steps,
-                         generator=torch.Generator().manual_seed(seed),
+                         null_text=null_text,
+                         generator=torch.Generator(device).manual_seed(seed),
                          motion=batch.motion if mode == "motion_to_video" else None,
                          video_latent=batch.video_latent if mode == "video_to_motion" else None)
-        video = vae.decode(sample.video_latent)
+        # metrics and pictures on the CPU, in float32, whatever the model ran on
+        video = vae.decode(sample.video_latent).cpu()
+        motion = None if sample.motion is None else sample.motion.float().cpu()
         row = {"video_psnr_db": psnr(video, gt_video).mean().item(),
                "seconds": time.perf_counter() - start}
-        if sample.motion is not None:
-            joints, points = unpack(_metres(cfg, sample.motion))
-            row |= _motion_metrics(joints, points, gt_joints, gt_points, batch.K)
+        if motion is not None:
+            joints, points = unpack(_metres(cfg, motion))
+            row |= _motion_metrics(joints, points, gt_joints, gt_points, K)
         results[mode] = row
         if out_dir is not None:
-            _preview(cfg, Path(out_dir) / mode, video[0], sample, batch.K[0], clips[0].fps)
-            if sample.motion is not None:
+            _preview(cfg, Path(out_dir) / mode, video[0], motion, K[0], clips[0].fps)
+            if motion is not None:
                 _gallery(cfg, Path(out_dir) / f"{mode}-gallery.png", gt_video, video,
-                         collated["motion_video"], sample.motion, batch.K)
+                         collated["motion_video"], motion, K)
     return results
 
 
@@ -233,16 +240,16 @@ def _gallery(cfg: Config, path: Path, gt_video: torch.Tensor, video: torch.Tenso
     log.info("gallery %s", path)
 
 
-def _preview(cfg: Config, stem: Path, video: torch.Tensor, sample, K: torch.Tensor,
-             fps: float) -> None:
+def _preview(cfg: Config, stem: Path, video: torch.Tensor, motion: torch.Tensor | None,
+             K: torch.Tensor, fps: float) -> None:
     """RGB | motion video of the generated 3D motion | overlay | 3D plot (camera frame);
     only the RGB video in video-only mode."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    if sample.motion is None:  # video-only mode: nothing 3D to show
+    if motion is None:  # video-only mode: nothing 3D to show
         write_mp4(stem.with_name(stem.name + ".mp4"), video.numpy(), fps)
         return
     eye, zero = torch.eye(3), torch.zeros(3)
-    joints, points = unpack(_metres(cfg, sample.motion[:1]))
+    joints, points = unpack(_metres(cfg, motion[:1]))
     motion_video = render_motion_video(joints, points, K[None], eye[None], zero[None],
                                        cfg.data.height, cfg.data.width)[0]
     joints, points = joints[0], points[0]

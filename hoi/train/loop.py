@@ -9,8 +9,9 @@
 3. For each resolution stage, stream its dataset shard (all the stage's epochs in one
    stream); every optimiser step is `train.gradient_accumulation` micro-steps of the closed
    loop (VID warm-up first).
-4. Report metrics every `train.log_every` steps and a checkpoint every
-   `train.checkpoint_every` steps and at the end.
+4. Report metrics every `train.log_every` steps (rank 0 also logs them to TensorBoard and
+   MLflow, `hoi.train.tracking`) and a checkpoint every `train.checkpoint_every` steps and at
+   the end.
 
 Noise and dropout are drawn from a generator seeded by (seed, rank, step, micro-step), so a
 resumed run draws what the uninterrupted one would have.
@@ -37,6 +38,8 @@ from hoi.train import checkpoint
 from hoi.train.data import to_train_batch
 from hoi.train.engine import EMA, TrainSystem, build_engine, build_models
 from hoi.train.meter import Meter, peak_tflops, progress_line
+from hoi.train.tracking import Tracker
+from hoi.train.validation import Validation
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +64,16 @@ def _say(line: str) -> None:
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train's entry point; `config` holds the run config (as a dict) and the null text
     features (the empty prompt's T5 output, computed once on the driver)."""
-    WorkerRun(from_dict(Config, config["cfg"]), torch.tensor(config["null_text"])).run()
+    WorkerRun(from_dict(Config, config["cfg"]), torch.tensor(config["null_text"]),
+              config.get("validation")).run()
 
 
 class WorkerRun:
     """One worker's share of the run: engine, position, metrics."""
 
-    def __init__(self, cfg: Config, null_text: torch.Tensor):
+    def __init__(self, cfg: Config, null_text: torch.Tensor,
+                 validation: dict[str, Any] | None = None):
+        """validation: the validation prompts and their T5 features (`Preflight`)."""
         self.cfg = cfg
         t = cfg.train
         context = ray.train.get_context()
@@ -98,6 +104,10 @@ class WorkerRun:
             with restored.as_directory() as directory:
                 self.state = checkpoint.load(directory, self.engine, self.ema)
         self.resumed_from = self.state.step
+        self.tracker = Tracker(cfg, self.state.step) if self.rank == 0 else None
+        self.vae = vae
+        self.validation = (Validation(cfg, validation["prompts"], validation["features"],
+                                      null_text) if validation else None)
         if restored is not None and self.rank == 0:
             log.info("resumed at step %d (%d micro-batches into stage %d's stream)",
                      self.state.step, self.state.consumed, self.state.stage + 1)
@@ -121,6 +131,8 @@ class WorkerRun:
             self.meter.set_stage(stage_cfg)
             self._stage(ray.train.get_dataset_shard(stage_name(index)), min(end, last), index,
                         len(stages), stage_cfg)
+        if self.tracker is not None:
+            self.tracker.close()
 
     def _stage(self, shard: Any, end: int, stage: int, stages: int, stage_cfg: Config) -> None:
         """Train on this worker's share of the stage's stream until step `end`. Resuming,
@@ -160,6 +172,7 @@ class WorkerRun:
                 if self.ema is not None:
                     self.ema.update(self.engine.module)
                 self._report(stage, stages, stage_cfg)
+                self._validate(stage_cfg)
 
     def _report(self, stage: int, stages: int, stage_cfg: Config) -> None:
         """4. Metrics every log_every steps; with a checkpoint every checkpoint_every steps
@@ -175,6 +188,7 @@ class WorkerRun:
                          "resumed_from": self.resumed_from}
         if self.rank == 0:
             _say(progress_line(state.step, t.steps, stage, stages, stage_cfg, row, lr))
+            self.tracker.log(metrics, state.step)
         if not save:
             ray.train.report(metrics)
             return
@@ -182,3 +196,20 @@ class WorkerRun:
             checkpoint.save(directory, self.engine, state, self.cfg, self.ema)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
                              checkpoint_dir_name=f"{CHECKPOINT_PREFIX}{state.step:08d}")
+
+    def _validate(self, stage_cfg: Config) -> None:
+        """Every train.validate_every steps and at the last: every rank samples the
+        validation clips (ZeRO-3 gathers from all of them); rank 0 logs the row and pictures.
+        Its time is no step's: the meter leaves it out."""
+        t, step = self.cfg.train, self.state.step
+        if self.validation is None or not (step % t.validate_every == 0
+                                           or step == (t.stop_at_step or t.steps)):
+            return
+        started = time.perf_counter()
+        row, pictures = self.validation(self.engine.module, self.vae, stage_cfg, self.rank)
+        if self.rank == 0:
+            _say(f"step {step}: validation (joint, {self.cfg.train.validate_steps} steps) video "
+                 f"PSNR {row['video_psnr_db']:.2f} dB, MPJPE {row['mpjpe_mm']:.1f} mm")
+            self.tracker.log({f"validation/{k}": v for k, v in row.items()}, step)
+            self.tracker.log_images({f"validation/{k}": v for k, v in pictures.items()}, step)
+        self.meter.exclude(time.perf_counter() - started)

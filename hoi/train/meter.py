@@ -73,6 +73,10 @@ class Meter:
         self.wait = 0.0
         self._mark = time.perf_counter()
 
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` of work that is no step's (validation) out of the window."""
+        self._mark += seconds
+
     def waited(self, seconds: float) -> None:
         self.wait += seconds
 

@@ -26,3 +26,12 @@ def write_train_inputs(root: str, storage: StorageConfig) -> list[str]:
                     storage)
     return ["--flavour", "svimo-tiny", "--train.shards", f"{root}/shards",
             *write_untrained_codec(f"{root}/codec", storage)]
+
+
+def write_val_clips(shards: str, storage: StorageConfig, count: int = 2) -> None:
+    """A val split of `count` rendered svimo-tiny clips under shard root `shards`."""
+    cfg = load_config(flavour="svimo-tiny")
+    made = [generate_clip(seed, cfg.data, "val", f"val-{seed}") for seed in range(count)]
+    clips = [clip for clip, _ in made]
+    render_synthetic(clips, [look for _, look in made], cfg.data)
+    write_shard([clip_to_row(c) for c in clips], shard_path(shards, "val", 0), storage)

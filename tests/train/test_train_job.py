@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import torch
@@ -23,11 +24,13 @@ from hoi.data.synthetic import generate_clip
 from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
 from hoi.render.motion_video import render_motion_video
-from hoi.storage import read_text
+from hoi.storage import list_files, read_bytes, read_text
 from hoi.train.data import resize_clips
 from hoi.train.engine import deepspeed_config, lr_factor
 from hoi.train.job import TrainError, exported_model, fit, preflight
-from tests.train.inputs import write_train_inputs
+from hoi.train.tracking import TENSORBOARD_DIR, scalars
+from tests.train.inputs import write_train_inputs, write_val_clips
+from tests.train.test_tracking import read_events
 
 LOCAL = StorageConfig()
 
@@ -133,6 +136,10 @@ def test_bad_inputs_fail_before_any_worker_starts(inputs, tmp_path, ray_local):
         preflight(_cfg(*inputs, "--train.num_workers", "5", "--train.batch_size", "2"))
     with pytest.raises(TrainError, match="encoders"):
         preflight(_cfg(*inputs, "--encoders.vae", str(tmp_path / "no-vae")))
+    started = time.monotonic()
+    with pytest.raises(TrainError, match=r"train.mlflow_uri 'http://127.0.0.1:9'"):
+        preflight(_cfg(*inputs, "--train.mlflow_uri", "http://127.0.0.1:9"))
+    assert time.monotonic() - started < 60  # not MLflow's minutes of retries
     with pytest.raises(TrainError, match="reserves 8.75 CPU "):
         fit(_cfg(*inputs, "--train.num_workers", "4", "--train.cpus_per_worker", "2"))
 
@@ -158,7 +165,7 @@ def _weights(model: str, storage: StorageConfig) -> dict[str, torch.Tensor]:
 
 
 def test_a_run_stopped_at_a_stage_boundary_resumes_into_the_next_stage_as_if_never_stopped(
-        s3, ray_local):
+        s3, ray_local, tmp_path):
     """On S3 (shards, encoders, runs): two workers, ZeRO-2, two micro-batches per step, EMA,
     a warm-up step that trains VID and SViMo's video stream, then two resolution stages of
     two steps. One run goes straight through; one is stopped at the stage boundary
@@ -167,7 +174,8 @@ def test_a_run_stopped_at_a_stage_boundary_resumes_into_the_next_stage_as_if_nev
     loss of every step and the final (EMA) weights agree to float32 rounding. They could
     differ beyond it only if the resume skipped other batches, drew other noise or restored
     another optimizer, LR or EMA state; the reductions are the same gloo all-reduces in the
-    same order, so the tolerance is tight."""
+    same order, so the tolerance is tight. The stopped run's TensorBoard files (on S3) and
+    its MLflow run (a sqlite store) hold every step once, as the run that went on logged it."""
     root = s3.fresh_root()
     run = [*write_train_inputs(root, s3.storage), *RUN, "--storage.endpoint_url",
            s3.endpoint_url, "--train.storage_path", f"{root}/runs", "--train.steps", "4",
@@ -180,6 +188,11 @@ def test_a_run_stopped_at_a_stage_boundary_resumes_into_the_next_stage_as_if_nev
     for key in ("svimo", "vid", "samples_per_s", "tokens_per_s", "data_wait", "tflops"):
         assert np.isfinite(straight.metrics[key]), key
     assert 0 <= straight.metrics["data_wait"] < 1
+    # the stopped and resumed run also track and validate: neither may change what it trains
+    mlflow_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    write_val_clips(f"{root}/shards", s3.storage)
+    run += ["--train.mlflow_uri", mlflow_uri, "--train.validate_every", "2",
+            "--train.validate_steps", "2"]
     stopped = fit(_cfg(*run, "--train.run_name", "paused", "--train.stop_at_step", "2"))
     assert stopped.metrics["step"] == 2 and stopped.metrics["stage"] == 0
     boundary = artifacts.verify(f"s3://{stopped.checkpoint.path}", s3.storage)
@@ -195,6 +208,23 @@ def test_a_run_stopped_at_a_stage_boundary_resumes_into_the_next_stage_as_if_nev
     assert sorted(got) == sorted(expected) == [1, 2, 3, 4]
     for step in expected:
         assert got[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-7), step
+    # tracking: two event files (stopped, resumed) and one MLflow run, each step's row once
+    events = f"{root}/runs/paused/{TENSORBOARD_DIR}"
+    names = list_files(events, s3.storage)
+    curves = read_events([read_bytes(f"{events}/{name}", s3.storage) for name in sorted(names)])
+    assert len(names) == 2 and set(scalars(resumed.metrics)) <= set(curves)
+    assert curves["loss/total"] == pytest.approx(
+        {step: terms["total"] for step, terms in got.items()}, rel=1e-6)
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
+    (tracked,) = client.search_runs([client.get_experiment_by_name("svimo").experiment_id])
+    assert sorted(m.step for m in client.get_metric_history(tracked.info.run_id, "loss/total")) \
+        == [1, 2, 3, 4]
+    # validation at steps 2 (stage 1, 16 x 32) and 4 (stage 2, 32 x 48): metrics and pictures
+    for tag in ("validation/video_psnr_db", "validation/mpjpe_mm"):
+        assert sorted(curves[tag]) == [2, 4] and all(map(np.isfinite, curves[tag].values()))
+    assert curves["validation/gallery"] == {2: 2 * 15 * 16, 4: 2 * 8 * 32}  # upscaled
+    assert sorted(m.step for m in client.get_metric_history(tracked.info.run_id,
+                                                            "validation/mpjpe_mm")) == [2, 4]
     # the exported (EMA) weights, on S3, and what the export names
     model = exported_model(resumed_cfg, resumed)
     assert model.startswith("s3://") and model.endswith("checkpoint-00000004/model")
