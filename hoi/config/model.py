@@ -77,6 +77,10 @@ class ModelConfig:
     motion_attention_mask: bool = False
     """CoInteract's asymmetric co-attention: text and video queries do not attend to motion
     keys, so the motion stream can be dropped at inference (fast video-only mode)."""
+    motion_modulation: Literal["all", "even"] = "all"
+    """Blocks with the motion stream's own adaLN modulation: every block (the paper's
+    default), or the even-indexed ones only (blocks 0, 2, ...: the paper's "Only Even
+    Layers", table 4), where the others modulate the motion tokens with the video's."""
     gradient_checkpointing: bool = False
     """Recompute each block's activations in the backward pass (switchable per block)."""
 
@@ -112,6 +116,10 @@ class VIDConfig:
     """Camera-frame point (m) that motion coordinates are centred on before diffusion."""
     coord_scale: float = 0.1
     """Metres per unit of normalised motion coordinates."""
+    motion_modulation: Literal["all", "even"] = "all"
+    """Blocks with the motion stream's own adaLN modulation: every block (the paper's
+    default), or the even-indexed ones only (blocks 0, 2, ...: the paper's "Only Even
+    Layers", table 4), where the others modulate the motion tokens with the video's."""
     gradient_checkpointing: bool = False
     """Recompute encoder stages and transformer layers in the backward pass."""
 

@@ -86,13 +86,16 @@ def svimo_forward_flops(cfg: Config, batch: int = 1, motion: bool = True) -> dic
         scores = _attention(prefix, prefix, D) + _attention(visual, length, D)
     else:
         scores = _attention(length, length, D)
-    block_modulation = (SVIMO_MODULATION + (3 if motion else 0)) * D
+    # the motion stream's own modulation in every block, or the even-indexed ones only
+    motion_blocks = (0 if not motion else m.num_layers if m.motion_modulation == "all"
+                     else (m.num_layers + 1) // 2)
     parts = {
         "attention_scores": m.num_layers * batch * scores,
         "attention_projections": m.num_layers * 4 * _linear(tokens, D, D),
         "feed_forward": m.num_layers * 2 * _linear(tokens, D, FF_MULT * D),
         # norm1 and norm2 per block, then one adaLN per output head
-        "modulation": (m.num_layers * 2 * _linear(batch, T, block_modulation)
+        "modulation": (m.num_layers * 2 * _linear(batch, T, SVIMO_MODULATION * D)
+                       + motion_blocks * 2 * _linear(batch, T, 3 * D)
                        + streams * _linear(batch, T, OUTPUT_MODULATION * D)),
         # the patch convs see [latent, condition] (2C channels); the time MLP is D -> T -> T
         "embeddings": (streams * _conv(batch * visual, 2 * C, D, p * p)

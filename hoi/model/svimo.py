@@ -57,14 +57,16 @@ class TriModalNormZero(nn.Module):
     """LayerNorm + per-modality shift/scale/gate from the time embedding.
 
     `linear` is CogVideoX's (video then text: shift, scale, gate each); `motion_linear` adds
-    the motion stream's three. The LayerNorm itself is shared, as in CogVideoX.
+    the motion stream's three, or, without it (`model.motion_modulation` "even", odd
+    blocks), the motion stream takes the video's. The LayerNorm itself is shared, as in
+    CogVideoX.
     """
 
-    def __init__(self, time_dim: int, dim: int):
+    def __init__(self, time_dim: int, dim: int, motion: bool = True):
         super().__init__()
         self.silu = nn.SiLU()
         self.linear = nn.Linear(time_dim, 6 * dim)
-        self.motion_linear = nn.Linear(time_dim, 3 * dim)
+        self.motion_linear = nn.Linear(time_dim, 3 * dim) if motion else None
         self.norm = nn.LayerNorm(dim, eps=NORM_EPS, elementwise_affine=True)
 
     def forward(self, streams: list[torch.Tensor | None], temb: torch.Tensor
@@ -76,7 +78,8 @@ class TriModalNormZero(nn.Module):
         shift_v, scale_v, gate_v, shift_t, scale_t, gate_t = self.linear(e).chunk(6, dim=1)
         params = [(shift_t, scale_t, gate_t), (shift_v, scale_v, gate_v)]
         if streams[2] is not None:
-            params.append(self.motion_linear(e).chunk(3, dim=1))
+            params.append(params[1] if self.motion_linear is None
+                          else self.motion_linear(e).chunk(3, dim=1))
         normed: list[torch.Tensor | None] = [None, None, None]
         gates: list[torch.Tensor | None] = [None, None, None]
         for i, (shift, scale, gate) in enumerate(params):
@@ -115,11 +118,12 @@ class JointAttention(nn.Module):
 class SViMoBlock(nn.Module):
     """Equation 4: tri-modal modulation, joint attention, joint feed-forward, gated residuals."""
 
-    def __init__(self, dim: int, num_heads: int, head_dim: int, time_dim: int, backend: str):
+    def __init__(self, dim: int, num_heads: int, head_dim: int, time_dim: int, backend: str,
+                 motion_modulation: bool = True):
         super().__init__()
-        self.norm1 = TriModalNormZero(time_dim, dim)
+        self.norm1 = TriModalNormZero(time_dim, dim, motion_modulation)
         self.attn1 = JointAttention(dim, num_heads, head_dim, backend)
-        self.norm2 = TriModalNormZero(time_dim, dim)
+        self.norm2 = TriModalNormZero(time_dim, dim, motion_modulation)
         self.ff = FeedForward(dim, activation_fn="gelu-approximate", bias=True)
         self.gradient_checkpointing = False
 
@@ -220,8 +224,9 @@ class SViMo(Pretrained):
         self.time_proj = Timesteps(dim, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embedding = TimestepEmbedding(dim, m.time_embed_dim, act_fn="silu")
         self.transformer_blocks = nn.ModuleList(
-            SViMoBlock(dim, m.num_heads, m.head_dim, m.time_embed_dim, m.attention_backend)
-            for _ in range(m.num_layers))
+            SViMoBlock(dim, m.num_heads, m.head_dim, m.time_embed_dim, m.attention_backend,
+                       motion_modulation=m.motion_modulation == "all" or i % 2 == 0)
+            for i in range(m.num_layers))
         self.head = OutputHead(dim, m.time_embed_dim, p * p * C)
         self.motion_head = OutputHead(dim, m.time_embed_dim, p * p * C)
         if m.learned_positional_embedding:
@@ -247,7 +252,7 @@ class SViMo(Pretrained):
                 self.motion_head.proj_out}
         for block in self.transformer_blocks:
             zero |= {block.norm1.linear, block.norm1.motion_linear, block.norm2.linear,
-                     block.norm2.motion_linear}
+                     block.norm2.motion_linear} - {None}
         time = {self.time_embedding.linear_1, self.time_embedding.linear_2}
         patches = {self.patch_embed.proj, self.motion_patch_embed}
 

@@ -108,14 +108,15 @@ def _on(device: str, build, cfg: Config):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("flavour", "backend", "mask", "device"), [
-    ("svimo-tiny", "sdpa", False, "cpu"), ("svimo-tiny", "sdpa", True, "meta"),
-    ("svimo-tiny", "math", True, "meta"), ("svimo-small", "sdpa", False, "meta"),
-    ("svimo-small", "sdpa", True, "meta")])
+@pytest.mark.parametrize(("flavour", "backend", "mask", "device", "modulation"), [
+    ("svimo-tiny", "sdpa", False, "cpu", "all"), ("svimo-tiny", "sdpa", True, "meta", "all"),
+    ("svimo-tiny", "math", True, "meta", "all"), ("svimo-small", "sdpa", False, "meta", "all"),
+    ("svimo-small", "sdpa", True, "meta", "all"), ("svimo-small", "sdpa", False, "meta", "even")])
 def test_svimo_matches_the_flop_counter(flavour: str, backend: str, mask: bool,
-                                        device: str) -> None:
+                                        device: str, modulation: str) -> None:
     cfg = _config(flavour, "--model.attention_backend", backend,
-                  "--model.motion_attention_mask", str(mask).lower())
+                  "--model.motion_attention_mask", str(mask).lower(),
+                  "--model.motion_modulation", modulation)
     model = _on(device, SViMo, cfg)
     for motion, batch in ((True, 2), (False, 1)):
         with torch.device(device):

@@ -138,6 +138,38 @@ def test_svimo_5b_on_meta_device_matches_the_paper():
     assert out.shape == (1, 13, 16, 52, 78) and m.shape == out.shape
 
 
+def test_only_even_layers_give_the_motion_stream_its_own_modulation():
+    """The paper's "Only Even Layers" (table 4): blocks 0, 2, ... keep motion_linear; in the
+    others the motion tokens are modulated (shift, scale, gate) as the video tokens."""
+    cfg = load_config(flavour="svimo-tiny", overrides=["--model.motion_modulation", "even",
+                                                       "--model.num_layers", "4"])
+    model = _randomised(cfg)
+    assert [b.norm1.motion_linear is not None and b.norm2.motion_linear is not None
+            for b in model.transformer_blocks] == [True, False, True, False]
+    g = torch.Generator().manual_seed(1)
+    D, T = cfg.model.hidden_size, cfg.model.time_embed_dim
+    text, x = torch.randn(2, 3, D, generator=g), torch.randn(2, 5, D, generator=g)
+    temb = torch.randn(2, T, generator=g)
+    for index, own in ((0, True), (1, False)):
+        normed, gates = model.transformer_blocks[index].norm1([text, x, x.clone()], temb)
+        same = torch.equal(normed[2], normed[1]) and torch.equal(gates[2], gates[1])
+        assert same != own, index
+    (video, image, motion, guidance), text, t = _inputs(cfg)
+    v, m = model(video, image, text, t, motion, guidance)
+    assert v.shape == video.shape and m.shape == motion.shape
+
+
+def test_svimo_5b_with_only_even_layers_has_half_the_motion_modulation():
+    counts = {}
+    for mode in ("all", "even"):
+        cfg = load_config(flavour="svimo-5b", overrides=["--model.motion_modulation", mode])
+        with torch.device("meta"):
+            model = SViMo(cfg)
+        counts[mode] = sum(p.numel() for p in model.parameters())
+    per_block = 2 * (512 * 9216 + 9216)  # norm1 and norm2's motion_linear
+    assert counts["all"] - counts["even"] == 21 * per_block  # 198.6 M of 6.02 B
+
+
 def test_learned_positions_resample_to_another_resolution():
     """A training stage at another size: the table is resampled to that token grid; at the
     config's own size it is used as is."""

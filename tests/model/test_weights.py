@@ -51,18 +51,21 @@ def test_video_path_equals_diffusers(foundation):
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
-def test_motion_stream_starts_as_video_twin(foundation):
+@pytest.mark.parametrize("modulation", ["all", "even"])
+def test_motion_stream_starts_as_video_twin(foundation, modulation):
     """Same latent into both streams -> same prediction from both heads (at initialisation
-    the motion stream is a copy of the video stream)."""
+    the motion stream is a copy of the video stream), with the motion stream's own
+    modulation in every block or in the even ones only."""
     path, _ = foundation
-    cfg = load_config(flavour="svimo-tiny", overrides=TINY_I2V)
+    cfg = load_config(flavour="svimo-tiny",
+                      overrides=[*TINY_I2V, "--model.motion_modulation", modulation])
     model = load_cogvideox(path, cfg)
     F, h, w = cfg.latent_shape
     x, cond = torch.randn(1, F, 16, h, w), torch.randn(1, F, 16, h, w)
     with torch.no_grad():
         video, motion = model(x, cond, torch.randn(1, 8, 32), torch.tensor([500]), x, cond)
     torch.testing.assert_close(motion, video, rtol=1e-5, atol=1e-5)
-    block = model.transformer_blocks[1].norm2
+    block = model.transformer_blocks[0].norm2
     assert not block.motion_linear.weight.data_ptr() == block.linear.weight.data_ptr()
 
 
