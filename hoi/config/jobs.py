@@ -183,6 +183,16 @@ class TrainConfig:
     """Validation clips sampled each time (the same ones every time)."""
     validate_steps: int = 10
     """Denoising steps of a validation sample."""
+    lora_rank: int = 0
+    """LoRA fine-tuning of SViMo with adapters of this rank on `lora_targets` (its other
+    foundation weights frozen, the motion stream's own parameters trained in full;
+    `hoi.train.lora`); 0: full fine-tuning."""
+    lora_alpha: float | None = None
+    """LoRA's alpha (the adapters are scaled by alpha / rank); None: the rank (scale 1)."""
+    lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj",
+                                     "ff.net.2")
+    """SViMo's Linear layers that get adapters, by the end of their names: the attention and
+    feed-forward projections of every block."""
     tensorboard: bool = True
     """TensorBoard event files of every logged row, from rank 0, under
     <storage_path>/<run_name>/tensorboard/ (local or s3://)."""
@@ -212,6 +222,10 @@ class TrainConfig:
         require(self.checkpoint_every >= 1 and self.keep_checkpoints >= 1 and self.log_every >= 1,
                  "train.checkpoint_every, keep_checkpoints and log_every must be >= 1")
         require(self.max_failures >= -1, "train.max_failures must be >= -1 (-1: unlimited)")
+        require(self.lora_rank >= 0 and (self.lora_alpha is None or self.lora_alpha > 0)
+                and bool(self.lora_targets),
+                "train.lora_rank must be >= 0, train.lora_alpha > 0 (or null), and "
+                "train.lora_targets not empty")
         require((self.validate_every is None or self.validate_every >= 1)
                 and self.validate_clips >= 1 and self.validate_steps >= 1,
                 "train.validate_every (or null), validate_clips and validate_steps must be >= 1")

@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from hoi.artifacts import MODEL_DIR, STATE_NAME, CheckpointError, TrainState, export, verify
 from hoi.config import Config
+from hoi.train import lora
 from hoi.train.engine import EMA
 
 DEEPSPEED_DIR = "deepspeed"
@@ -45,6 +46,8 @@ def save(directory: str | Path, engine: Any, state: TrainState, cfg: Config,
     if rank == 0:
         if ema is not None:
             safetensors.torch.save_file(ema.state_dict(), str(root / EMA_NAME))
+        if cfg.train.lora_rank:  # inference weights are plain: the adapters merged in
+            weights = lora.merge(weights, cfg.train)
         export(root / MODEL_DIR, weights, cfg, state.step)
     files = _files_under(root)
     gathered: list[list[str]] = [files]

@@ -27,6 +27,7 @@ from hoi.model.encoders import VideoVAE
 from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
 from hoi.model.weights import load_cogvideox, open_foundation
+from hoi.train.lora import add_lora
 
 
 class TrainSystem(nn.Module):
@@ -61,13 +62,21 @@ class TrainSystem(nn.Module):
 
 def build_models(cfg: Config, world_size: int, device: torch.device) -> tuple[SViMo, VID]:
     """SViMo from train.init_from's CogVideoX weights, or fresh, and a fresh VID; seeded by
-    train.seed, the same on every rank.
+    train.seed, the same on every rank; with train.lora_rank, SViMo gets LoRA adapters and
+    only they and its motion stream train (`hoi.train.lora`).
 
     Under ZeRO-3 SViMo is built partitioned (`deepspeed.zero.Init`): a rank holds one module's
     whole parameters at a time while they are made, then only its share, so no rank ever
     holds all 6 B; train.init_from is then read by rank 0 alone and scattered module by
     module (`load_partitioned`). VID is small and built whole; DeepSpeed partitions it in
-    `deepspeed.initialize`."""
+    `deepspeed.initialize`, as it does the adapters."""
+    svimo, vid = _build_models(cfg, world_size, device)
+    if cfg.train.lora_rank:
+        add_lora(svimo, cfg.train)
+    return svimo, vid
+
+
+def _build_models(cfg: Config, world_size: int, device: torch.device) -> tuple[SViMo, VID]:
     t = cfg.train
     with torch.random.fork_rng():
         torch.manual_seed(t.seed)

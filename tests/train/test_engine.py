@@ -16,7 +16,9 @@ import torch.multiprocessing as mp
 
 from cluster.local import free_port
 from hoi.config import load_config
-from hoi.train.engine import build_models
+from hoi.model.svimo import SViMo
+from hoi.train import lora
+from hoi.train.engine import TrainSystem, build_engine, build_models
 from tests.model.foundation import TINY_I2V, write_foundation
 
 WORLD = 2
@@ -82,3 +84,40 @@ def test_foundation_buffers_are_broadcast_from_the_training_device(monkeypatch):
     with pytest.raises((NotImplementedError, RuntimeError), match="meta"):
         load_partitioned(model, dict(model.state_dict()), torch.device("meta"))
     assert seen == [(torch.device("meta"), 0)]
+
+
+def _lora_on_rank(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_WORLD_SIZE=str(WORLD))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    torch.set_num_threads(1)
+    cfg = load_config(flavour="svimo-tiny", overrides=[
+        "--train.zero_stage", "3", "--train.precision", "bf16", "--train.lora_rank", "4"])
+    svimo, vid = build_models(cfg, WORLD, torch.device("cpu"))
+    null_text = torch.zeros(1, cfg.model.max_text_tokens, cfg.model.text_embed_dim)
+    engine = build_engine(cfg, TrainSystem(cfg, svimo, vid, None, null_text), WORLD,
+                          torch.device("cpu"))
+    for name, p in engine.module.svimo.named_parameters():  # adapters partitioned too
+        assert hasattr(p, "ds_id") and p.numel() == 0, name
+        assert p.requires_grad == (".lora_" in name or any(k in name for k in lora.FULL)), name
+    state = engine._zero3_consolidated_16bit_state_dict()  # collective
+    if rank == 0:
+        merged = lora.merge(state, cfg.train)
+        bases = {k.replace(".base_layer.", "."): v for k, v in state.items() if ".base_layer." in k}
+        assert len(bases) == 2 * 6 * cfg.model.num_layers  # weight and bias of each target
+        for name, value in bases.items():  # B = 0 at the start: the merge adds nothing
+            assert merged[name].dtype == torch.bfloat16 and torch.equal(merged[name], value)
+        torch.save(merged, out)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_zero3_partitions_lora_adapters_and_the_export_merges_them(tmp_path: Path):
+    mp.spawn(_lora_on_rank, args=(free_port(), str(tmp_path / "merged.pt")), nprocs=WORLD,
+             join=True)
+    merged = torch.load(tmp_path / "merged.pt")
+    cfg = load_config(flavour="svimo-tiny")
+    svimo_state = {k.removeprefix("svimo."): v for k, v in merged.items()
+                   if k.startswith("svimo.")}
+    SViMo(cfg).load_state_dict(svimo_state, strict=True)  # plain names, every one
+    assert not any("lora" in name for name in merged)
