@@ -43,7 +43,8 @@ class PromptFeatures:
 
     def __init__(self, prompts: list[str], features: np.ndarray, null_text: torch.Tensor):
         self.index = {prompt: i for i, prompt in enumerate([*prompts, ""])}
-        self.features = torch.cat([torch.tensor(features), null_text.cpu().float()])  # a copy: Ray hands read-only arrays
+        # torch.tensor copies: Ray hands the driver's arrays over read-only
+        self.features = torch.cat([torch.tensor(features), null_text.cpu().float()])
         self.dtype = torch.float32
 
     def encode(self, prompts: list[str]) -> torch.Tensor:
