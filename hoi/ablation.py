@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from hoi import evaluation
-from hoi.artifacts import PIPELINE_NAME, export
+from hoi.artifacts import PIPELINE_NAME, export_networks
 from hoi.config import Config, ConfigError
 from hoi.data import prepare
 from hoi.data.shards import load_clips
@@ -131,7 +131,7 @@ def train_variants(cfg: Config, root: Path, rows: list = ROWS, *,
             svimo, vid, history = train_local(svimo.config, clips, vae, text_encoder,
                                               steps=joint_steps, models=(svimo, vid),
                                               start_step=warmup_steps, progress=progress)
-            save_model(target, svimo, vid, warmup_steps + joint_steps)
+            export_networks(target, svimo, vid, svimo.config, warmup_steps + joint_steps)
             (target / "history.json").write_text(json.dumps(history))
         histories[variant] = json.loads((target / "history.json").read_text())
     if "video_model" in variants:
@@ -153,13 +153,6 @@ def _warm_up(cfg: Config, clips, vae, text_encoder, directory: Path, progress: b
     vid.save_pretrained(str(directory / "vid"))
     (directory / "history.json").write_text(json.dumps(history))
     return svimo, vid
-
-
-def save_model(directory: Path, svimo: SViMo, vid: VID, step: int) -> None:
-    """An exported model directory (what SViMoPipeline and jobs/evaluate.py load)."""
-    state = {**{f"svimo.{k}": v for k, v in svimo.state_dict().items()},
-             **{f"vid.{k}": v for k, v in vid.state_dict().items()}}
-    export(directory, state, svimo.config, step)
 
 
 def pair_separate(root: Path) -> None:

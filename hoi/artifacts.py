@@ -175,6 +175,14 @@ def export(directory: str | Path, state: dict[str, torch.Tensor], cfg: Config, s
     write_text(join(root, PIPELINE_NAME), json.dumps(pipeline, indent=2), storage)
 
 
+def export_networks(directory: str | Path, svimo: nn.Module, vid: nn.Module, cfg: Config,
+                    step: int, storage: StorageConfig | None = None) -> None:
+    """`export` of two whole networks (not ZeRO-3 partitions): a single process's model."""
+    state = {**{f"svimo.{k}": v for k, v in svimo.state_dict().items()},
+             **{f"vid.{k}": v for k, v in vid.state_dict().items()}}
+    export(directory, state, cfg, step, storage)
+
+
 def verify(directory: str | Path, storage: StorageConfig | None = None) -> TrainState:
     """The TrainState of a complete checkpoint directory (local or s3://): its
     train_state.json is there and so is every file it lists; else CheckpointError."""

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
-from hoi.artifacts import export
+from hoi.artifacts import export_networks
 from hoi.codec.job import save_pretrained as save_codec_part
 from hoi.codec.text import build_text_encoder, build_tokenizer, prompt_vocabulary
 from hoi.codec.vae import build_vae
@@ -39,7 +39,5 @@ def write_untrained_model(root: str, storage: StorageConfig, overrides: Sequence
     cfg = load_config(flavour="svimo-tiny",
                       overrides=[*write_untrained_codec(f"{root}/codec", storage), *overrides])
     torch.manual_seed(0)
-    state = {**{f"svimo.{k}": v for k, v in SViMo(cfg).state_dict().items()},
-             **{f"vid.{k}": v for k, v in VID(cfg).state_dict().items()}}
-    export(f"{root}/model", state, cfg, step=0, storage=storage)
+    export_networks(f"{root}/model", SViMo(cfg), VID(cfg), cfg, step=0, storage=storage)
     return f"{root}/model"

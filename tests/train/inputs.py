@@ -16,22 +16,24 @@ TRAIN_CLIPS = 8
 def write_train_inputs(root: str, storage: StorageConfig) -> list[str]:
     """Shards of TRAIN_CLIPS rendered svimo-tiny clips (two files) and a tiny random codec
     under `root`; returns the config overrides that point at them."""
-    cfg = load_config(flavour="svimo-tiny")
-    made = [generate_clip(seed, cfg.data, "train", f"train-{seed}") for seed in range(TRAIN_CLIPS)]
-    clips = [clip for clip, _ in made]
-    render_synthetic(clips, [look for _, look in made], cfg.data)
-    half = TRAIN_CLIPS // 2
-    for index, part in enumerate((clips[:half], clips[half:])):
-        write_shard([clip_to_row(c) for c in part], shard_path(f"{root}/shards", "train", index),
-                    storage)
+    _write_clips(f"{root}/shards", "train", TRAIN_CLIPS, 2, storage)
     return ["--flavour", "svimo-tiny", "--train.shards", f"{root}/shards",
             *write_untrained_codec(f"{root}/codec", storage)]
 
 
 def write_val_clips(shards: str, storage: StorageConfig, count: int = 2) -> None:
     """A val split of `count` rendered svimo-tiny clips under shard root `shards`."""
+    _write_clips(shards, "val", count, 1, storage)
+
+
+def _write_clips(shards: str, split: str, count: int, files: int, storage: StorageConfig
+                 ) -> None:
+    """`count` rendered svimo-tiny clips (seeds 0, 1, ...) of `split`, in `files` shards."""
     cfg = load_config(flavour="svimo-tiny")
-    made = [generate_clip(seed, cfg.data, "val", f"val-{seed}") for seed in range(count)]
+    made = [generate_clip(seed, cfg.data, split, f"{split}-{seed}") for seed in range(count)]
     clips = [clip for clip, _ in made]
     render_synthetic(clips, [look for _, look in made], cfg.data)
-    write_shard([clip_to_row(c) for c in clips], shard_path(shards, "val", 0), storage)
+    per_file = -(-count // files)
+    for index in range(files):
+        part = clips[index * per_file:(index + 1) * per_file]
+        write_shard([clip_to_row(c) for c in part], shard_path(shards, split, index), storage)

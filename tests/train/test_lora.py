@@ -15,17 +15,10 @@ from hoi.train import lora
 from hoi.train.engine import build_models
 from hoi.train.job import exported_model, fit
 from tests.model.foundation import TINY_I2V, write_foundation
+from tests.model.test_svimo import _inputs
 from tests.train.inputs import write_train_inputs
 
 LORA = ["--train.lora_rank", "4", "--train.lora_alpha", "8"]
-
-
-def _inputs(cfg, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    F, h, w = cfg.latent_shape
-    lat = [torch.randn(2, F, cfg.latent.channels, h, w, generator=g) for _ in range(4)]
-    text = torch.randn(2, cfg.model.max_text_tokens, cfg.model.text_embed_dim, generator=g)
-    return lat, text, torch.tensor([10, 700])
 
 
 def _forward(model, cfg):
