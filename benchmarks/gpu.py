@@ -27,7 +27,9 @@
    states (bf16 weights and gradients, fp32 master weights and Adam moments, 16 bytes a
    parameter, sharded) + activations measured as the bytes autograd saves: with gradient
    checkpointing each block keeps its input, and the block being recomputed keeps all of
-   its own (measured here at micro-batch 1, linear in the micro-batch).
+   its own (measured here at micro-batch 1, linear in the micro-batch). Then LoRA at ranks
+   16, 64 and 128 (micro-batch 1): 16 bytes per trained parameter (adapters, the motion
+   stream, VID), 2 per frozen one (its bf16 weight), the same activations.
 
 A part that fails is a row with its error, and the others still run; with --json the file is
 rewritten after each part, so what was measured survives a timeout. On the GPU machine of the
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -75,6 +78,7 @@ from hoi.model.svimo import SViMo  # noqa: E402
 from hoi.model.vid import VID  # noqa: E402
 from hoi.render.motion_video import render_motion_video  # noqa: E402
 from hoi.train.engine import TrainSystem, build_engine, build_models  # noqa: E402
+from hoi.train.lora import add_lora  # noqa: E402
 from hoi.train.meter import Meter, peak_tflops  # noqa: E402
 
 Rows = list[dict]
@@ -452,30 +456,54 @@ def saved_bytes(fn: Callable[[], object]) -> int:
     return sum(seen.values())
 
 
-def parameter_count(cfg: Config) -> int:
-    """SViMo + VID parameters, built on the meta device (no memory)."""
+LORA_RANKS = (16, 64, 128)
+BYTES_PER_FROZEN_PARAMETER = 2
+"""A frozen parameter (LoRA's foundation weights) keeps its bf16 weight alone, sharded."""
+
+
+def parameter_counts(cfg: Config, lora_rank: int = 0) -> tuple[int, int]:
+    """(trainable, frozen) SViMo + VID parameters, built on the meta device (no memory); with
+    `lora_rank`, SViMo with the run's adapters (`hoi.train.lora`)."""
     with torch.device("meta"):
-        return sum(p.numel() for net in (SViMo(cfg), VID(cfg)) for p in net.parameters())
+        svimo, vid = SViMo(cfg), VID(cfg)
+    if lora_rank:
+        add_lora(svimo, dataclasses.replace(cfg.train, lora_rank=lora_rank))
+    params = [p for net in (svimo, vid) for p in net.parameters()]
+    return (sum(p.numel() for p in params if p.requires_grad),
+            sum(p.numel() for p in params if not p.requires_grad))
+
+
+def state_bytes(cfg: Config, lora_rank: int = 0) -> int:
+    """Model states of ZeRO-3 training, all GPUs together: 16 bytes per trained parameter,
+    2 per frozen one."""
+    trainable, frozen = parameter_counts(cfg, lora_rank)
+    return BYTES_PER_PARAMETER_ZERO * trainable + BYTES_PER_FROZEN_PARAMETER * frozen
 
 
 def memory_rows(cfg: Config, device: torch.device, dtype: torch.dtype,
                 gpus: tuple[int, ...] = (8, 16)) -> Rows:
+    """Full training at micro-batch 1-4 on `gpus`, then LoRA (`LORA_RANKS`) at micro-batch 1
+    on each: the same activations (every block's input and the recomputed block's own), the
+    states of what trains."""
     model, inputs = _block_inputs(cfg, device, dtype)
     block = model.transformer_blocks[0]
     block_saved = saved_bytes(lambda: block(*inputs, None))
     element = torch.finfo(dtype).bits // 8
     checkpoint_input = cfg.sequence_length * cfg.model.hidden_size * element  # per block
-    params = parameter_count(cfg)
-    rows = []
-    for batch in (1, 2, 3, 4):
+    trainable, _ = parameter_counts(cfg)
+
+    def row(what: str, states: float, batch: int) -> dict:
         activations = batch * (cfg.model.num_layers * checkpoint_input + block_saved)
-        for n in gpus:
-            states = BYTES_PER_PARAMETER_ZERO * params / n
-            rows.append({"what": f"ZeRO-3, micro-batch {batch}, {n} GPUs",
-                         "states GB": _sig(states / 1e9),
-                         "activations GB": _sig(activations / 1e9),
-                         "total GB": _sig((states + activations) / 1e9)})
-    rows.append({"what": f"(from: {params / 1e9:.2f} B parameters; one block saves "
+        return {"what": what, "states GB": _sig(states / 1e9),
+                "activations GB": _sig(activations / 1e9),
+                "total GB": _sig((states + activations) / 1e9)}
+
+    full = state_bytes(cfg)
+    rows = [row(f"ZeRO-3, micro-batch {batch}, {n} GPUs", full / n, batch)
+            for batch in (1, 2, 3, 4) for n in gpus]
+    rows += [row(f"ZeRO-3 LoRA rank {rank}, micro-batch 1, {n} GPUs",
+                 state_bytes(cfg, rank) / n, 1) for rank in LORA_RANKS for n in gpus]
+    rows.append({"what": f"(from: {trainable / 1e9:.2f} B parameters; one block saves "
                          f"{block_saved / 1e9:.2f} GB at micro-batch 1; checkpointed inputs "
                          f"{cfg.model.num_layers} x {checkpoint_input / 1e9:.3f} GB)"})
     return rows

@@ -1,4 +1,4 @@
-"""The paper's ablation (its table 3) at small scale, end to end: `jobs/ablation.py`.
+"""The paper's ablations (its tables 3 and 4) at small scale, end to end: `jobs/ablation.py`.
 
 1. Shards with one action/target combination held out of training (`prepare.holdout`): the
    val split has new seeds, the heldout split only that combination.
@@ -6,7 +6,11 @@
    `loop.svimo_warmup`); every variant then trains on from a copy of both for the same joint
    steps, on the same clips, batches and noise (`train_local`, one process): full,
    guidance_only, gradient_only, no_vid, and the two halves of "VModel w/ Pred. Mot.",
-   video_model and motion_model, exported together as one paired model.
+   video_model and motion_model, exported together as one paired model; and table 4's
+   even_layers (SViMo's motion modulation in even blocks only: the warm-up's weights less
+   the odd blocks' motion modulation, which the warm-up does not train) and lora (adapters
+   of rank ablation.lora_rank on the warm-up's SViMo, the motion stream in full; exported
+   merged), both with the full closed loop.
 3. `hoi.evaluation.run` scores each row on both splits (the same metrics as jobs/evaluate.py).
 4. `results.md` (our rows next to the paper's), `results.csv`, `metrics.png` and
    `losses.png` (the video loss per variant, the paper's figure 7) in the output directory.
@@ -38,6 +42,7 @@ from hoi.evaluation import TRUTH
 from hoi.model.encoders import load_encoders
 from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
+from hoi.train import lora
 from hoi.train.local import encode, train_local
 from hoi.vocabulary import HELDOUT_SPLIT
 
@@ -51,10 +56,12 @@ ROWS = (
     ("SViMo w/ Grad. Cons.", "gradient_only", ("gradient_only",)),
     ("SViMo w/o VID", "no_vid", ("no_vid",)),
     ("VModel w/ Pred. Mot.", "separate", ("video_model", "motion_model")),
+    ("Only Even Layers", "even_layers", ("even_layers",)),
+    ("LoRA Training", "lora", ("lora",)),
 )
 SPLITS = ("val", HELDOUT_SPLIT)
 
-# The paper's table 3 (CogVideoX-5B scale, TACO): Subj., Bkg., TSmoo., Dyn., Overall, then
+# The paper's tables 3 and 4 (CogVideoX-5B scale, TACO): Subj., Bkg., TSmoo., Dyn., Overall, then
 # MPJPE, MSmoo. and Cham. in the paper's units (unstated; metres and m² fit TACO's scale), FID.
 PAPER_COLUMNS = ("subj", "bkg", "tsmoo", "dyn", "overall", "mpjpe", "msmoo", "chamfer", "fid")
 PAPER = {
@@ -66,6 +73,9 @@ PAPER = {
     "SViMo w/o VID": (0.9543, 0.9545, 0.9883, 0.9686, 0.8719, 0.0195, 0.0070, 0.0037, 0.0546),
     "VModel w/ Pred. Mot.": (0.9356, 0.9392, 0.9858, 0.9675, 0.8381, 0.0202, 0.0074, 0.0040,
                              0.0575),
+    "Only Even Layers": (0.9535, 0.9552, 0.9884, 0.9757, 0.8783, 0.0297, 0.0103, 0.0127,
+                         0.1368),
+    "LoRA Training": (0.9458, 0.9523, 0.9892, 0.9688, 0.8631, 0.0671, 0.0211, 0.0555, 0.4671),
 }
 # Our columns shown in results.md: the paper's that run without feature networks, then ours.
 SHOWN = ("tsmoo", "dyn", "mpjpe_mm", "msmoo_mm", "chamfer_cm2", "fid", "psnr", "ssim",
@@ -118,19 +128,19 @@ def train_variants(cfg: Config, root: Path, rows: list = ROWS, *,
     if missing:
         vae, text_encoder = load_encoders(cfg)
         clips = load_clips(cfg.prepare.output, "train", cfg.data, cfg.storage)
-        clips = encode(cfg, clips, vae, text_encoder,
-                       torch.Generator().manual_seed(cfg.train.seed), progress=progress)
+        clips = encode(cfg, clips, vae, text_encoder, progress=progress)
         warm = _warm_up(_with_variant(cfg, "full"), clips, vae, text_encoder, root / "warmup",
                         progress)
     for variant in variants:
         target = root / variant
         if variant in missing:
             log.info("ablation: training %s for %d joint steps", variant, joint_steps)
-            svimo, vid = copy.deepcopy(warm)
-            svimo.config = vid.config = _with_variant(cfg, variant)
+            svimo, vid = _from_warm_up(_with_variant(cfg, variant), *copy.deepcopy(warm))
             svimo, vid, history = train_local(svimo.config, clips, vae, text_encoder,
                                               steps=joint_steps, models=(svimo, vid),
                                               start_step=warmup_steps, progress=progress)
+            if svimo.config.train.lora_rank:
+                svimo = lora.merged(svimo, svimo.config.train)
             export_networks(target, svimo, vid, svimo.config, warmup_steps + joint_steps)
             (target / "history.json").write_text(json.dumps(history))
         histories[variant] = json.loads((target / "history.json").read_text())
@@ -170,7 +180,30 @@ def pair_separate(root: Path) -> None:
 
 
 def _with_variant(cfg: Config, variant: str) -> Config:
+    """The config a variant trains with: its loop.variant, or table 4's rows (the full loop
+    with even-layer motion modulation, or with LoRA)."""
+    if variant == "even_layers":
+        return dataclasses.replace(_with_variant(cfg, "full"), model=dataclasses.replace(
+            cfg.model, motion_modulation="even"))
+    if variant == "lora":
+        return dataclasses.replace(_with_variant(cfg, "full"), train=dataclasses.replace(
+            cfg.train, lora_rank=cfg.ablation.lora_rank))
     return dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, variant=variant))
+
+
+def _from_warm_up(cfg: Config, svimo: SViMo, vid: VID) -> tuple[SViMo, VID]:
+    """The warm-up's networks set up for a variant's config: SViMo rebuilt with the
+    even-layer modulation (the odd blocks' motion modulation dropped), or given adapters."""
+    if cfg.model.motion_modulation != svimo.config.model.motion_modulation:
+        rebuilt = SViMo(cfg)
+        missing, _ = rebuilt.load_state_dict(svimo.state_dict(), strict=False)
+        if missing:
+            raise RuntimeError(f"the warm-up's SViMo lacks {missing[:3]}")
+        svimo = rebuilt
+    if cfg.train.lora_rank:
+        lora.add_lora(svimo, cfg.train)
+    svimo.config = vid.config = cfg
+    return svimo, vid
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,7 +240,7 @@ def write_report(cfg: Config, out: Path,
                  ) -> Path:
     """results.md, results.csv, metrics.png, losses.png."""
     heads = {key: (head, up, fmt) for key, head, up, fmt in evaluation.COLUMNS}
-    lines = ["# Ablation at small scale (paper table 3)", "",
+    lines = ["# Ablation at small scale (paper tables 3 and 4)", "",
              f"svimo-small, {_count(cfg)}; every variant: warm-up {cfg.loop.vid_warmup_steps} "
              f"steps (shared), then {cfg.ablation.joint_steps} joint steps of "
              f"{cfg.train.batch_size} clips at lr {cfg.train.learning_rate}; sampling {cfg.evaluate.num_steps} steps, seeds "
@@ -223,7 +256,7 @@ def write_report(cfg: Config, out: Path,
                      for k in SHOWN]
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["## The paper's table 3", "",
+    lines += ["## The paper's tables 3 and 4", "",
               "| variant | " + " | ".join(PAPER_COLUMNS) + " |",
               "|" + " --- |" * (len(PAPER_COLUMNS) + 1)]
     lines += [f"| {row} | " + " | ".join(f"{v:.4f}" for v in values) + " |"

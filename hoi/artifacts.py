@@ -228,19 +228,29 @@ def find_model(path: str, storage: StorageConfig) -> str:
             raise FileNotFoundError(str(e)) from None
         return join(path, MODEL_DIR)
     try:
-        names = list_files(path, storage)
+        latest = latest_checkpoint(path, storage)
     except FileNotFoundError:
         raise FileNotFoundError(f"nothing at {path!r}: give a training run, a checkpoint or an "
                                 f"exported model directory") from None
+    if latest is not None:
+        return join(latest, MODEL_DIR)
+    raise FileNotFoundError(f"{path!r} holds no {PIPELINE_NAME} and no complete "
+                            f"{CHECKPOINT_PREFIX}* directory: has the run saved a "
+                            f"checkpoint yet?")
+
+
+def latest_checkpoint(run: str, storage: StorageConfig) -> str | None:
+    """The latest complete checkpoint directory of a run directory (`verify`; incomplete ones
+    are skipped with a warning), or None when there is none yet. FileNotFoundError when the
+    run directory does not exist."""
+    names = list_files(run, storage)
     listed = sorted({n.split("/")[0] for n in names if n.startswith(CHECKPOINT_PREFIX)
                      and n.endswith("/" + STATE_NAME)}, reverse=True)
     for name in listed:
         try:
-            verify(join(path, name), storage)
+            verify(join(run, name), storage)
         except CheckpointError as e:
             log.warning("skipping %s", e)
             continue
-        return join(path, name, MODEL_DIR)
-    raise FileNotFoundError(f"{path!r} holds no {PIPELINE_NAME} and no complete "
-                            f"{CHECKPOINT_PREFIX}* directory: has the run saved a "
-                            f"checkpoint yet?")
+        return join(run, name)
+    return None

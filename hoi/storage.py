@@ -21,6 +21,7 @@ the partial object appears). So callers hand over complete bytes and the upload 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import posixpath
@@ -34,7 +35,7 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from hoi.config import StorageConfig
+from hoi.config import Config, StorageConfig
 
 S3_PREFIX = "s3://"
 
@@ -47,6 +48,23 @@ def absolute(path: str) -> str:
     """An s3:// URI as it is, a local path made absolute (Ray workers and actors run in other
     working directories than the driver)."""
     return path if is_s3(path) else os.path.abspath(path)
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """cfg with every local path a Ray worker or actor opens made absolute (the encoders, the
+    shards, the run storage, prepare's output): they run in other working directories than
+    the driver."""
+    def fix(path: str | None) -> str | None:
+        return None if path is None else absolute(path)
+
+    enc, t = cfg.encoders, cfg.train
+    return dataclasses.replace(
+        cfg,
+        encoders=dataclasses.replace(enc, vae=fix(enc.vae), tokenizer=fix(enc.tokenizer),
+                                     text_encoder=fix(enc.text_encoder)),
+        train=dataclasses.replace(t, shards=fix(t.shards), init_from=fix(t.init_from),
+                                  storage_path=fix(t.storage_path)),
+        prepare=dataclasses.replace(cfg.prepare, output=fix(cfg.prepare.output)))
 
 
 def join(base: str, *parts: str) -> str:

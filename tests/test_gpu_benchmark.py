@@ -61,6 +61,12 @@ def test_every_part_runs_on_the_cpu_at_tiny_size(tmp_path, capsys):
                                                         rel=0.01)
     assert memory[0]["states GB"] == pytest.approx(
         2 * rows["ZeRO-3, micro-batch 1, 16 GPUs"]["states GB"], rel=0.01)
+    # LoRA: the same activations; more rank, more states; rank 16 below full training (at
+    # svimo-tiny's widths a rank-128 adapter outgrows the weights it adapts)
+    lora = [rows[f"ZeRO-3 LoRA rank {r}, micro-batch 1, 8 GPUs"] for r in (16, 64, 128)]
+    assert all(r["activations GB"] == memory[0]["activations GB"] for r in lora)
+    assert memory[0]["states GB"] > lora[0]["states GB"]
+    assert lora[0]["states GB"] < lora[1]["states GB"] < lora[2]["states GB"]
     assert "one block, fwd + bwd" in capsys.readouterr().out
 
 

@@ -80,6 +80,11 @@ class PrepareConfig:
     """Clips written as side-by-side previews next to the shards (0 for none)."""
     concurrency: int | None = None
     """Parallel render tasks; None lets Ray Data decide from the cluster's CPUs."""
+    encode: bool = False
+    """Then run the encode pass (`hoi.train.latents`): the train and val clips' VAE latents
+    and T5 features at every training stage's size, with the configured encoders (on an actor
+    pool sized by train.encode_actors/encode_cpus/encode_gpus), into <output>/latents; a
+    training run on these shards then reads them instead of encoding."""
 
     def __post_init__(self) -> None:
         require(self.num_train >= 0 and self.num_val >= 0 and self.num_heldout >= 0,
@@ -305,13 +310,14 @@ class LocalConfig:
                  "local.mask_steps must be >= 0 and local.eval_clips >= 1")
 
 
-ABLATION_MODELS = ("full", "guidance_only", "gradient_only", "no_vid", "separate")
-"""The rows of the paper's table 3, by the model directory each is evaluated from."""
+ABLATION_MODELS = ("full", "guidance_only", "gradient_only", "no_vid", "separate",
+                   "even_layers", "lora")
+"""The rows of the paper's tables 3 and 4, by the model directory each is evaluated from."""
 
 
 @dataclass
 class AblationConfig:
-    """`jobs/ablation.py`: the paper's table 3 at small scale. VID warms up once for
+    """`jobs/ablation.py`: the paper's tables 3 and 4 at small scale. VID warms up once for
     loop.vid_warmup_steps; every variant then trains on from it for `joint_steps`, with
     train.batch_size, learning_rate and seed; evaluation as `evaluate`."""
 
@@ -321,9 +327,12 @@ class AblationConfig:
     """Closed-loop steps of each variant after the shared warm-up."""
     models: tuple[str, ...] = ABLATION_MODELS
     """The rows to run (a subset of ABLATION_MODELS)."""
+    lora_rank: int = 16
+    """Adapter rank of table 4's LoRA row (train.lora_alpha and lora_targets apply)."""
 
     def __post_init__(self) -> None:
-        require(self.joint_steps >= 1, "ablation.joint_steps must be >= 1")
+        require(self.joint_steps >= 1 and self.lora_rank >= 1,
+                 "ablation.joint_steps and ablation.lora_rank must be >= 1")
         unknown = sorted(set(self.models) - set(ABLATION_MODELS))
         require(bool(self.models) and not unknown,
                  f"ablation.models: unknown {unknown}; choose from {list(ABLATION_MODELS)}")

@@ -94,7 +94,8 @@ def fingerprint(cfg: Config) -> dict[str, Any]:
 
     Clip counts are left out: more clips only add shards (a grown last shard is rebuilt)."""
     p = dataclasses.asdict(cfg.prepare)
-    for key in ("output", "num_train", "num_val", "num_heldout", "num_preview", "concurrency"):
+    for key in ("output", "num_train", "num_val", "num_heldout", "num_preview", "concurrency",
+                "encode"):
         p.pop(key)
     if p["holdout"] is None:  # absent when unset: shards made before the field still match
         p.pop("holdout")

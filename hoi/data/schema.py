@@ -1,8 +1,11 @@
-"""The Parquet shard schema: the single source of truth for what a shard row holds.
+"""The Parquet shard schemas: the single source of truth for what a shard row holds.
 
-One row per clip. Large arrays are stored as bytes + shape (+ dtype); videos either as raw
-uint8 bytes or as MP4 bytes (``video_encoding``). Optional columns (precomputed latents and
-text embeddings) are null until a job fills them.
+Clip shards (`SCHEMA`): one row per clip. Large arrays are stored as bytes + shape (+ dtype);
+videos either as raw uint8 bytes or as MP4 bytes (``video_encoding``).
+
+Latent shards (`LATENT_SCHEMA`): one row per clip of the clip shard they sit beside, in its
+order: what a training step reads of the clip at one resolution, precomputed (the VAE latents,
+the prompt's text features, the normalised motion and the intrinsics; `hoi.train.latents`).
 """
 
 from __future__ import annotations
@@ -33,10 +36,6 @@ ARRAYS = (
     ArrayColumn("motion_video", required=True),    # (N, H, W, 3) uint8, raw or MP4
     ArrayColumn("joints", required=True),          # (N, 42, 3) float32
     ArrayColumn("points", required=True),          # (N, 298, 3) float32
-    ArrayColumn("video_latent", required=False),   # (F, C, h, w): VAE latent of the video
-    ArrayColumn("motion_latent", required=False),  # (F, C, h, w): VAE latent of the motion video
-    ArrayColumn("image_latent", required=False),   # (1, C, h, w): VAE latent of the first frame
-    ArrayColumn("text_embedding", required=False), # (L, D): text encoder features of the prompt
 )
 VIDEOS = ("video", "motion_video")
 
@@ -70,10 +69,27 @@ SCHEMA = pa.schema(
 )
 REQUIRED_COLUMNS = tuple(f.name for f in SCHEMA if not f.nullable)
 
+LATENT_ARRAYS = (
+    "video_latent",   # (F, C, h, w) z_0^V: the video's VAE latent
+    "motion_latent",  # (F, C, h, w) z_0^M: the motion video's VAE latent
+    "image_latent",   # (1, C, h, w) z_I: the noise-augmented first frame's VAE latent
+    "text",           # (L, D) the prompt's text-encoder features
+    "motion",         # (N, 340, 3) float32 normalised camera-frame joints + points
+    "K",              # (3, 3) float32 intrinsics at the latents' resolution
+)
+LATENT_SCHEMA = pa.schema(
+    [pa.field("clip_id", pa.string(), nullable=False), pa.field("prompt", pa.string(),
+                                                                nullable=False)]
+    + [f for name in LATENT_ARRAYS for f in _array_fields(ArrayColumn(name, required=True))],
+    metadata={"svimo_schema_version": str(SCHEMA_VERSION)},
+)
+LATENT_COLUMNS = tuple(f.name for f in LATENT_SCHEMA)
 
-def missing_columns(schema: pa.Schema) -> list[str]:
+
+def missing_columns(schema: pa.Schema, required: tuple[str, ...] = REQUIRED_COLUMNS
+                    ) -> list[str]:
     """Required columns absent from a file's schema."""
-    return [name for name in REQUIRED_COLUMNS if name not in schema.names]
+    return [name for name in required if name not in schema.names]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,11 +124,25 @@ def clip_to_row(clip: Clip, video_encoding: str = "raw") -> dict[str, Any]:
         _put_array(row, name, frames, data)
     _put_array(row, "joints", clip.joints)
     _put_array(row, "points", clip.points)
-    for col in ARRAYS:
-        row.setdefault(col.name, None)
-        row.setdefault(f"{col.name}_shape", None)
-        row.setdefault(f"{col.name}_dtype", None)
     return row
+
+
+def latents_to_row(clip_id: str, prompt: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """One clip's precomputed training inputs (`LATENT_ARRAYS`) as a latent shard row."""
+    row: dict[str, Any] = {"clip_id": clip_id, "prompt": prompt}
+    for name in LATENT_ARRAYS:
+        _put_array(row, name, np.asarray(arrays[name]))
+    return row
+
+
+def row_to_latents(row: dict[str, Any]) -> dict[str, Any]:
+    """A latent shard row -> clip_id, prompt and its `LATENT_ARRAYS`; ClipError names a
+    column whose bytes do not hold its shape."""
+    arrays = {name: get_array(row, name) for name in LATENT_ARRAYS}
+    missing = [name for name, value in arrays.items() if value is None]
+    if missing:
+        raise ClipError(f"latent columns {missing} are null")
+    return {"clip_id": str(row["clip_id"]), "prompt": str(row["prompt"]), **arrays}
 
 
 def get_array(row: dict[str, Any], name: str) -> np.ndarray | None:

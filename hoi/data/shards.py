@@ -46,21 +46,25 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 from hoi.config import DataConfig, StorageConfig
 from hoi.data.clip import Clip
 from hoi.data.schema import (
+    LATENT_COLUMNS,
     REQUIRED_COLUMNS,
     SCHEMA,
     get_array,
     missing_columns,
     row_to_clip,
+    row_to_latents,
 )
 from hoi.storage import join, list_files, resolve, resolve_all, to_uri, write_bytes
 
 logger = logging.getLogger(__name__)
 
+LATENTS_DIR = "latents"
 SHARD_NAME = re.compile(r"shard-\d{5}\.parquet")
 # What decoding needs: every required column; optional latents stay on disk.
 READ_COLUMNS = list(REQUIRED_COLUMNS)
-# Columns of a `read_clips` row: the fields of `Clip`.
+# Columns of a `read_clips` row: the fields of `Clip`, and its place in the listed stream.
 CLIP_COLUMNS = tuple(f.name for f in dataclasses.fields(Clip))
+POSITION = "position"
 # Footers are fetched in parallel on the driver; I/O-bound, so threads (pyarrow drops the GIL).
 _FOOTER_THREADS = 16
 FILES_PER_TASK = 64
@@ -85,19 +89,33 @@ def shard_path(root: str, split: str, index: int) -> str:
     return join(root, split, f"shard-{index:05d}.parquet")
 
 
-def write_shard(rows: Sequence[dict[str, Any]], path: str, storage: StorageConfig) -> dict[str, Any]:
-    """Write schema rows (from `clip_to_row`) as one Parquet file, atomically.
+def latent_root(root: str, height: int, width: int) -> str:
+    """`<root>/latents/<height>x<width>`: the latent shards of a shard root at one size."""
+    return join(root, LATENTS_DIR, f"{height}x{width}")
+
+
+def latent_twin(root: str, shard: str, height: int, width: int) -> str:
+    """The latent shard beside clip shard `shard` of `root` (`<split>/shard-NNNNN.parquet`
+    under `latent_root`): the same clips, in the same order."""
+    return join(latent_root(root, height, width), shard[len(root.rstrip("/")):].lstrip("/"))
+
+
+def write_shard(rows: Sequence[dict[str, Any]], path: str, storage: StorageConfig,
+                schema: pa.Schema = SCHEMA) -> dict[str, Any]:
+    """Write schema rows (from `clip_to_row`, or `latents_to_row` with `LATENT_SCHEMA`) as one
+    Parquet file, atomically.
 
     The file is serialised in memory first and stored in one piece (`hoi.storage.write_bytes`),
     so a failure at any point leaves either no file or the previous one, never a partial file
-    under the shard's name. Returns {"path", "rows", "bytes"} for a manifest.
+    under the shard's name. A row group per row, so that a stream resumed mid-file reads
+    none of the rows before its own. Returns {"path", "rows", "bytes"} for a manifest.
     """
     try:
-        table = pa.Table.from_pylist(list(rows), schema=SCHEMA)
+        table = pa.Table.from_pylist(list(rows), schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise ShardError(f"{path}: rows do not fit the shard schema ({e})") from e
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
+    pq.write_table(table, sink, row_group_size=1)
     data = sink.getvalue()
     write_bytes(path, data, storage)
     return {"path": path, "rows": table.num_rows, "bytes": data.size}
@@ -113,25 +131,29 @@ def list_shards(root: str, storage: StorageConfig, split: str | None = None) -> 
     return [join(base, name) for name in list_files(base, storage) if pattern.fullmatch(name)]
 
 
-def inspect_shard(path: str, storage: StorageConfig) -> dict[str, Any]:
-    """{"path", "rows", "bytes"} of a shard whose footer opens and whose schema has every required
-    column; reads the footer only, never the data. Raises ShardError saying what is wrong."""
+def inspect_shard(path: str, storage: StorageConfig,
+                  required: Sequence[str] = REQUIRED_COLUMNS) -> dict[str, Any]:
+    """{"path", "rows", "bytes"} of a shard whose footer opens and whose schema has every
+    `required` column; reads the footer only, never the data. Raises ShardError saying what
+    is wrong."""
     fs, inner = resolve(path, storage)
-    info = _inspect(fs, inner)
+    info = _inspect(fs, inner, required)
     return {**info, "path": path}
 
 
-def is_complete_shard(path: str, storage: StorageConfig, expected_rows: int | None = None) -> bool:
+def is_complete_shard(path: str, storage: StorageConfig, expected_rows: int | None = None,
+                      required: Sequence[str] = REQUIRED_COLUMNS) -> bool:
     """Whether `path` is a finished shard (with `expected_rows` rows, if given) that a resumed
     job can keep rather than write again."""
     try:
-        info = inspect_shard(path, storage)
+        info = inspect_shard(path, storage, required)
     except ShardError:
         return False
     return expected_rows is None or info["rows"] == expected_rows
 
 
-def _inspect(fs: pafs.FileSystem, inner: str) -> dict[str, Any]:
+def _inspect(fs: pafs.FileSystem, inner: str, required: Sequence[str] = REQUIRED_COLUMNS
+             ) -> dict[str, Any]:
     uri = to_uri(fs, inner)
     try:
         with fs.open_input_file(inner) as f:
@@ -141,7 +163,7 @@ def _inspect(fs: pafs.FileSystem, inner: str) -> dict[str, Any]:
         raise ShardError(f"{uri}: no such file") from e
     except (pa.ArrowException, OSError) as e:  # truncated or not Parquet: the footer is unreadable
         raise ShardError(f"{uri}: not a readable Parquet file, truncated or corrupt ({e})") from e
-    missing = missing_columns(metadata.schema.to_arrow_schema())
+    missing = missing_columns(metadata.schema.to_arrow_schema(), tuple(required))
     if missing:
         raise ShardError(f"{uri}: missing required columns {missing}")
     return {"path": uri, "rows": metadata.num_rows, "bytes": size}
@@ -207,7 +229,7 @@ def read_clips(root_or_paths: str | Sequence[str], storage: StorageConfig, *,
                split: str | None = None, num_frames: int | None = None,
                height: int | None = None, width: int | None = None,
                on_error: OnError = "raise", skipped: SkipLog | None = None,
-               num_cpus: float | None = None) -> ray.data.Dataset:
+               num_cpus: float | None = None, start: int = 0) -> ray.data.Dataset:
     """Stream validated clips from shards as a lazy Ray Dataset, one row per clip.
 
     Args:
@@ -219,10 +241,13 @@ def read_clips(root_or_paths: str | Sequence[str], storage: StorageConfig, *,
             records them in `skipped` when given.
         num_cpus: CPUs each read/decode task reserves (Ray's default 1 when None); fractions
             let reads run beside train workers that hold most of a small machine's cores.
+        start: the stream's first row (counted over the listed files in order): the files
+            and rows before it are neither read nor decoded (a resumed training stage).
 
     Row columns (`CLIP_COLUMNS`): clip_id, prompt, action, tool, target, split, source (str);
     seed (int); fps (float); video, motion_video (N, H, W, 3) uint8; joints (N, 42, 3) and
-    points (N, 298, 3) float32; K, R (3, 3) and T (3,) float32.
+    points (N, 298, 3) float32; K, R (3, 3) and T (3,) float32; and `position` (int), the
+    row's place in the listed stream.
 
     A missing or empty root, or no readable file at all, raises before any Ray work starts.
     """
@@ -242,62 +267,107 @@ def read_clips(root_or_paths: str | Sequence[str], storage: StorageConfig, *,
         paths = list(root_or_paths)
     fs, inners = resolve_all(paths, storage)
     # 2. Their footers and schemas, on the driver.
-    inners = _check_files(fs, inners, on_error, skipped)
+    rows = _check_files(fs, inners, REQUIRED_COLUMNS, on_error, skipped)
     # 3. Lazy read: the listed files in order, each task reading a few of them row by row.
-    tasks = max(len(set(inners)), math.ceil(len(inners) / FILES_PER_TASK))
-    listed = ray.data.from_items([{"path": inner} for inner in inners],
-                                 override_num_blocks=min(len(inners), tasks))
-    read = partial(_read_files, fs=fs, num_frames=num_frames, height=height, width=width,
-                   on_error=on_error, skipped=skipped)
+    decode = partial(_decode_row, num_frames=num_frames, height=height, width=width,
+                     on_error=on_error, skipped=skipped)
+    return _stream(fs, [i for i in inners if i in rows], rows, start, READ_COLUMNS, decode,
+                   num_cpus)
+
+
+def read_latents(paths: Sequence[str], storage: StorageConfig, *, start: int = 0,
+                 num_cpus: float | None = None) -> ray.data.Dataset:
+    """Stream latent shards (`LATENT_SCHEMA`, written by `hoi.train.latents`) as a lazy Ray
+    Dataset, one row per clip, from row `start` of the listed files on (as `read_clips`):
+    clip_id, prompt, the `LATENT_ARRAYS` and `position`. A bad file or row raises a
+    ShardError naming it."""
+    fs, inners = resolve_all(list(paths), storage)
+    rows = _check_files(fs, inners, LATENT_COLUMNS, "raise", None)
+    return _stream(fs, inners, rows, start, list(LATENT_COLUMNS), _decode_latents, num_cpus)
+
+
+def _stream(fs: pafs.FileSystem, inners: list[str], rows: dict[str, int], start: int,
+            columns: list[str], decode: Any, num_cpus: float | None) -> ray.data.Dataset:
+    """The listed files (repeats kept) as one stream of decoded rows from row `start` on:
+    whole files before it are left out, and the file it falls in is read from that row."""
+    pieces, position = [], 0
+    for inner in inners:
+        if position + rows[inner] > start:
+            first = max(0, start - position)
+            pieces.append({"path": inner, "first": first, "position": position + first})
+        position += rows[inner]
+    if not pieces:
+        raise ShardError(f"the listed files hold {position} rows: none from row {start} on")
+    tasks = max(len({p["path"] for p in pieces}), math.ceil(len(pieces) / FILES_PER_TASK))
+    listed = ray.data.from_items(pieces, override_num_blocks=min(len(pieces), tasks))
+    read = partial(_read_files, fs=fs, columns=columns, decode=decode)
     return listed.map_batches(read, batch_size=None, num_cpus=num_cpus)
 
 
-def _read_files(batch: dict[str, np.ndarray], *, fs: pafs.FileSystem, num_frames: int | None,
-                height: int | None, width: int | None, on_error: OnError,
-                skipped: SkipLog | None) -> Iterator[dict[str, np.ndarray]]:
-    """map_batches stage: listed files -> their clips, one (batch of one) at a time, so that
-    a task holds one decoded clip however large its files are."""
-    for inner in batch["path"]:
-        with fs.open_input_file(str(inner)) as f:
-            rows = pq.ParquetFile(f).iter_batches(batch_size=1, columns=READ_COLUMNS)
-            for index, row in enumerate(r for b in rows for r in b.to_pylist()):
-                clip = _decode_row(row, to_uri(fs, str(inner)), index, num_frames, height,
-                                   width, on_error, skipped)
-                if clip is not None:
-                    yield {name: np.asarray([value]) if isinstance(value, (str, int, float))
-                           else value[None] for name, value in clip.items()}
+def _read_files(batch: dict[str, np.ndarray], *, fs: pafs.FileSystem, columns: list[str],
+                decode: Any) -> Iterator[dict[str, np.ndarray]]:
+    """map_batches stage: listed files -> their decoded rows, one (batch of one) at a time,
+    so that a task holds one decoded row however large its files are."""
+    for inner, first, position in zip(batch["path"], batch["first"], batch["position"],
+                                      strict=True):
+        uri = to_uri(fs, str(inner))
+        for index, row in _rows(fs, str(inner), int(first), columns):
+            decoded = decode(row, uri, index)
+            if decoded is None:
+                continue
+            decoded[POSITION] = int(position) + index - int(first)
+            yield {name: np.asarray([value]) if isinstance(value, (str, int, float))
+                   else value[None] for name, value in decoded.items()}
 
 
-def _check_files(fs: pafs.FileSystem, inners: list[str], on_error: OnError,
-                 skipped: SkipLog | None) -> list[str]:
-    """The files whose footer and schema are fine, in the given order (repeats kept: a
-    training stage lists its files once per pass); the others raise or are skipped. Each
-    file's footer is read once, however often it is listed."""
+def _rows(fs: pafs.FileSystem, inner: str, first: int, columns: list[str]
+          ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(index, row) of a file's rows from `first` on. With a row group per row (as
+    `write_shard` writes them) the rows before `first` are not read."""
+    with fs.open_input_file(inner) as f:
+        parquet = pq.ParquetFile(f)
+        meta = parquet.metadata
+        if meta.num_row_groups == meta.num_rows:
+            for index in range(first, meta.num_rows):
+                yield index, parquet.read_row_group(index, columns=columns).to_pylist()[0]
+            return
+        batches = parquet.iter_batches(batch_size=1, columns=columns)
+        for index, row in enumerate(r for b in batches for r in b.to_pylist()):
+            if index >= first:
+                yield index, row
+
+
+def _check_files(fs: pafs.FileSystem, inners: list[str], required: Sequence[str],
+                 on_error: OnError, skipped: SkipLog | None) -> dict[str, int]:
+    """Rows of each listed file whose footer and schema are fine; the others raise or are
+    skipped (left out of the result). Each file's footer is read once, however often it is
+    listed (a training stage lists its files once per pass)."""
     unique = list(dict.fromkeys(inners))
     with ThreadPoolExecutor(max_workers=min(_FOOTER_THREADS, len(unique))) as pool:
-        results = list(pool.map(partial(_inspect_or_error, fs), unique))
+        results = list(pool.map(partial(_inspect_or_error, fs, required=required), unique))
     errors = {inner: r for inner, r in zip(unique, results, strict=True)
               if isinstance(r, ShardError)}
     if errors and on_error == "raise":
         raise ShardError(f"{len(errors)} of {len(unique)} shard files are unusable:\n"
                          + "\n".join(map(str, errors.values())))
-    good = [inner for inner in inners if inner not in errors]
-    if not good:
+    if len(errors) == len(unique):
         raise ShardError(f"none of the {len(unique)} shard files is usable:\n"
                          + "\n".join(map(str, errors.values())))
     for inner, error in errors.items():
         _skip(Skipped(path=to_uri(fs, inner), reason=str(error)), skipped)
-    return good
+    return {inner: r["rows"] for inner, r in zip(unique, results, strict=True)
+            if inner not in errors}
 
 
-def _inspect_or_error(fs: pafs.FileSystem, inner: str) -> dict[str, Any] | ShardError:
+def _inspect_or_error(fs: pafs.FileSystem, inner: str, required: Sequence[str]
+                      ) -> dict[str, Any] | ShardError:
     try:
-        return _inspect(fs, inner)
+        return _inspect(fs, inner, required)
     except ShardError as e:
         return e
 
 
-def _decode_row(row: dict[str, Any], uri: str, index: int, num_frames: int | None,
+def _decode_row(row: dict[str, Any], uri: str, index: int, *, num_frames: int | None,
                 height: int | None, width: int | None, on_error: OnError,
                 skipped: SkipLog | None) -> dict[str, Any] | None:
     """A shard row -> its clip columns, or None for a skipped bad row."""
@@ -313,6 +383,13 @@ def _decode_row(row: dict[str, Any], uri: str, index: int, num_frames: int | Non
     return {name: getattr(clip, name) for name in CLIP_COLUMNS}
 
 
+def _decode_latents(row: dict[str, Any], uri: str, index: int) -> dict[str, Any]:
+    try:
+        return row_to_latents(row)
+    except (ValueError, TypeError) as e:
+        raise ShardError(f"{uri} row {index} (clip_id {row.get('clip_id')!r}): {e}") from e
+
+
 def _skip(item: Skipped, skipped: SkipLog | None) -> None:
     logger.warning("skipping %s", item.reason)
     if skipped is not None:
@@ -325,14 +402,20 @@ def load_clips(root: str, split: str, data: DataConfig, storage: StorageConfig,
     the first `limit` of them when given."""
     clips: list[Clip] = []
     for path in list_shards(root, storage, split):
-        fs, inner = resolve(path, storage)
-        for row in pq.read_table(inner, filesystem=fs).to_pylist():
-            clips.append(row_to_clip(row, data.num_frames, data.height, data.width))
+        for clip in shard_clips(path, storage, data):
+            clips.append(clip)
             if limit is not None and len(clips) >= limit:
                 return clips
     if not clips:
         raise FileNotFoundError(f"no {split} clips under {root!r}")
     return clips
+
+
+def shard_clips(path: str, storage: StorageConfig, data: DataConfig) -> list[Clip]:
+    """The clips of one shard file, read in this process, at data's sizes."""
+    fs, inner = resolve(path, storage)
+    return [row_to_clip(row, data.num_frames, data.height, data.width)
+            for row in pq.read_table(inner, filesystem=fs).to_pylist()]
 
 
 def read_motions(root: str, storage: StorageConfig, split: str

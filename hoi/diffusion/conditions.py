@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, fields
 
 import torch
@@ -109,23 +110,33 @@ class TrainBatch:
         return TrainBatch(**moved)
 
 
-@torch.no_grad()
-def encode_clips(clips: dict, vae: VideoVAE, text_encoder: TextEncoder, cfg: Config,
-                 generator: torch.Generator) -> TrainBatch:
-    """Clips as `ClipCollate` gives them (video, motion_video uint8 (B, N, H, W, 3); joints,
-    points world-frame; K, R, T; prompt list) -> a TrainBatch on the VAE's device.
+def clip_generator(device: torch.device, clip_id: str) -> torch.Generator:
+    """The generator of a clip's reference-image noise augmentation, seeded by the clip (a
+    stable hash, unlike Python's salted one): the clip's latents are the same whether they
+    were precomputed once or encoded in the training pipeline, in any batch."""
+    return torch.Generator(device).manual_seed(zlib.crc32(clip_id.encode()))
 
-    `generator` (on the VAE's device) draws the reference image's noise augmentation."""
+
+@torch.no_grad()
+def encode_clips(clips: dict, vae: VideoVAE, text_encoder: TextEncoder, cfg: Config
+                 ) -> TrainBatch:
+    """Clips as `ClipCollate` gives them (video, motion_video uint8 (B, N, H, W, 3); joints,
+    points world-frame; K, R, T; prompt and clip_id lists) -> a TrainBatch on the VAE's
+    device. Each clip's reference image gets its own noise augmentation (`clip_generator`)."""
     device = vae.device
     video = clips["video"].to(device)
-    sigma = image_noise_sigma(cfg, video.shape[0], generator)
+    images = []
+    for i, clip_id in enumerate(clips["clip_id"]):
+        generator = clip_generator(device, str(clip_id))
+        sigma = image_noise_sigma(cfg, 1, generator)
+        images.append(vae.encode_image(video[i:i + 1, 0], sigma.to(device), generator=generator))
     motion = pack(clips["joints"].float(), clips["points"].float())
     motion = normalize(to_camera(motion, clips["R"].float(), clips["T"].float()),
                        cfg.vid.coord_center, cfg.vid.coord_scale)
     return TrainBatch(
         video_latent=vae.encode(video),
         motion_latent=vae.encode(clips["motion_video"].to(device)),
-        image_latent=vae.encode_image(video[:, 0], sigma.to(device), generator=generator),
+        image_latent=torch.cat(images),
         text=text_encoder.encode(list(clips["prompt"])).to(device),
         motion=motion.to(device),
         K=clips["K"].float().to(device),

@@ -15,6 +15,7 @@ Layouts (see /work/notes/contract.md):
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import torch
@@ -22,7 +23,7 @@ from diffusers import AutoencoderKLCogVideoX
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5EncoderModel
 
 from hoi.config import Config, ConfigError, StorageConfig
-from hoi.storage import local_dir
+from hoi.storage import list_files, local_dir, resolve
 
 Device = torch.device | str | None
 
@@ -228,6 +229,40 @@ def load_encoders(cfg: Config, device: Device = None,
                             max_tokens=cfg.model.max_text_tokens, device=device, dtype=dtype)
     _check_fit(cfg, vae, text)
     return vae, text
+
+
+FINGERPRINT_BYTES = 1 << 20
+"""Bytes read from each end of an encoder file for its fingerprint."""
+
+
+def encoders_identity(cfg: Config) -> dict[str, str]:
+    """What latents made with the configured encoders depend on: the VAE, tokenizer and T5
+    paths, and a fingerprint of their files (`fingerprint`), for latents' manifests."""
+    enc = cfg.encoders
+    paths = {"vae": enc.vae, "tokenizer": enc.tokenizer, "text_encoder": enc.text_encoder}
+    if None in paths.values():
+        raise ConfigError("encoders.vae, encoders.tokenizer and encoders.text_encoder must be set")
+    return paths | {"fingerprint": fingerprint(list(paths.values()), cfg.storage)}
+
+
+def fingerprint(directories: list[str], storage: StorageConfig) -> str:
+    """sha256 over every file of the directories (local or s3://): its name, size, and its
+    first and last `FINGERPRINT_BYTES` (a T5 XXL is 19 GB: this reads a few MB of it, in
+    ranged reads on S3). Weights that differ anywhere but in their middle bytes differ here;
+    a safetensors or pickle file's header (every tensor's name, shape and offset) is at its
+    start."""
+    digest = hashlib.sha256()
+    for directory in directories:
+        fs, inner = resolve(directory, storage)
+        for name in list_files(directory, storage):
+            with fs.open_input_file(f"{inner.rstrip('/')}/{name}") as f:
+                size = f.size()
+                head = f.read_at(min(size, FINGERPRINT_BYTES), 0)
+                tail = f.read_at(min(size, FINGERPRINT_BYTES), max(0, size - FINGERPRINT_BYTES))
+            digest.update(f"{name}\0{size}\0".encode())
+            digest.update(head)
+            digest.update(tail)
+    return digest.hexdigest()
 
 
 def _check_fit(cfg: Config, vae: VideoVAE, text: TextEncoder) -> None:

@@ -1,21 +1,28 @@
-"""Streaming training data: shards -> clips -> encoded batches, one Ray Dataset per stage.
+"""Streaming training data: shards -> encoded batches, one Ray Dataset per stage.
 
-    read_clips (Parquet read + decode, in Ray Data read tasks)
-      -> map_batches(Encoder): resize to the stage, VAE + T5, on an actor pool that holds the
-         frozen encoders once (GPU fractions on a GPU cluster)
-      -> Ray Train's streaming split across workers -> iter_torch_batches -> TrainBatch
+Two sources, the same batches:
 
-Encoding runs in the pipeline, ahead of the step (`train.prefetch_batches`), so a train
-worker only waits for data when the pipeline falls behind; `hoi.train.meter` measures that
-wait. Nothing is materialised. A stage is one stream over as many seeded passes (epochs) of
-the shard files as its steps need, so its encoder actors start once, not once per epoch; its
-order is kept (`ingest_config`), so a resumed run reads what the uninterrupted one would.
+    precomputed (`hoi.train.latents`): read_latents (Parquet read, in Ray Data read tasks)
+    online:  read_clips (read + decode) -> map_batches(Encoder): resize to the stage, VAE + T5,
+             on an actor pool that holds the frozen encoders once (GPU fractions on a GPU
+             cluster)
+      -> blocks of one row -> Ray Train's streaming split -> iter_torch_batches -> TrainBatch
+
+A stage is one stream over as many seeded passes (epochs) of the shard files as its steps
+need, so its encoder actors start once, not once per epoch. Its order is kept
+(`ingest_config`), and with blocks of one row the split deals the rows round robin: row i
+goes to worker i mod workers, so the first c micro-batches of every worker are the stream's
+first c x batch_size x workers rows, each row carrying its `position`. A resumed run's stream
+starts at the checkpoint's row (`StageStream`: no row before it is read, decoded or
+encoded), and continues as the uninterrupted one would. Encoding runs ahead of the step
+(`train.prefetch_batches`), so a train worker only waits for data when the pipeline falls
+behind; `hoi.train.meter` measures that wait. Nothing is materialised.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-import zlib
 from typing import Any
 
 import numpy as np
@@ -24,14 +31,19 @@ import ray.train
 import torch
 import torch.nn.functional as F
 
+from hoi.artifacts import latest_checkpoint, verify
 from hoi.config import Config, from_dict
-from hoi.data.shards import ClipCollate, read_clips
+from hoi.data.schema import LATENT_ARRAYS
+from hoi.data.shards import POSITION, ClipCollate, latent_twin, read_clips, read_latents
 from hoi.diffusion.conditions import TrainBatch, encode_clips
 from hoi.model.encoders import load_encoders
 from hoi.render.motion_video import render_motion_video
+from hoi.storage import join
+
+log = logging.getLogger(__name__)
 
 # Columns of an encoded batch, as TrainBatch's fields.
-ENCODED_COLUMNS = ("video_latent", "motion_latent", "image_latent", "text", "motion", "K")
+ENCODED_COLUMNS = LATENT_ARRAYS
 
 
 def resize_clips(clips: dict[str, Any], height: int, width: int) -> dict[str, Any]:
@@ -58,33 +70,33 @@ def resize_clips(clips: dict[str, Any], height: int, width: int) -> dict[str, An
                     "motion_video": motion_video}
 
 
-def batch_seed(seed: int, clip_ids: list[str]) -> int:
-    """A seed fixed by the run seed and the batch's clips (stable across processes, unlike
-    Python's salted hash): the same clips get the same image-noise augmentation."""
-    return zlib.crc32("\0".join([str(seed), *clip_ids]).encode())
-
-
 class Encoder:
-    """Ray Data actor: clip batches -> encoded TrainBatch columns (numpy), at one stage's
-    resolution. Loads the VAE and T5 once per actor."""
+    """Clip batches -> encoded TrainBatch columns (numpy), at one stage's resolution; loads
+    the VAE and T5 once. A Ray Data actor in the online stream, and the encode pass's
+    (`hoi.train.latents`) encoder: precomputed latents are this class's output."""
 
     def __init__(self, cfg: dict[str, Any], height: int, width: int):
         full = from_dict(Config, cfg)
         self.cfg = full.at_size(height, width)
-        torch.set_num_threads(max(1, int(ray.get_runtime_context()
-                                         .get_assigned_resources().get("CPU", 1))))
+        if ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None:
+            torch.set_num_threads(max(1, int(ray.get_runtime_context()
+                                             .get_assigned_resources().get("CPU", 1))))
         on_gpu = torch.cuda.is_available() and bool(ray.get_gpu_ids())
         # bf16 on a GPU (T5 v1.1 XXL: 9.5 GB rather than 19), fp32 on a CPU
         self.vae, self.text_encoder = load_encoders(
             full, device="cuda" if on_gpu else "cpu", dtype=torch.bfloat16 if on_gpu else None)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        clips = resize_clips(ClipCollate()(batch), self.cfg.data.height, self.cfg.data.width)
-        device = self.vae.device
-        generator = torch.Generator(device).manual_seed(
-            batch_seed(self.cfg.train.seed, list(clips["clip_id"])))
-        encoded = encode_clips(clips, self.vae, self.text_encoder, self.cfg, generator)
+    def encode(self, clips: dict[str, Any], height: int | None = None,
+               width: int | None = None) -> dict[str, np.ndarray]:
+        """A ClipCollate batch -> `ENCODED_COLUMNS` (float32 numpy), at the stage's size or
+        at (height, width)."""
+        cfg = self.cfg if height is None else self.cfg.at_size(height, width)
+        clips = resize_clips(clips, cfg.data.height, cfg.data.width)
+        encoded = encode_clips(clips, self.vae, self.text_encoder, cfg)
         return {name: getattr(encoded, name).float().cpu().numpy() for name in ENCODED_COLUMNS}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.encode(ClipCollate()(batch)) | {POSITION: batch[POSITION]}
 
 
 def stage_files(cfg: Config, shards: list[tuple[str, int]], stage: int, steps: int
@@ -100,20 +112,72 @@ def stage_files(cfg: Config, shards: list[tuple[str, int]], stage: int, steps: i
     return [shards[i][0] for _ in range(passes) for i in rng.permutation(len(shards))]
 
 
-def stage_dataset(cfg: Config, shards: list[tuple[str, int]], stage: int) -> ray.data.Dataset:
-    """The lazy dataset of resolution stage `stage`: its files (`stage_files`) read, decoded
-    and encoded at the stage's size, as one stream, so the encoders load once per stage."""
+def stage_dataset(cfg: Config, shards: list[tuple[str, int]], stage: int, start: int = 0,
+                  latents: bool = False) -> ray.data.Dataset:
+    """The lazy dataset of resolution stage `stage` from row `start` of its stream
+    (`stage_files`): the precomputed latent shards beside those files (`latents`), or the
+    clips decoded and encoded at the stage's size, as one stream, so that the encoders load
+    once per stage; in blocks of one row."""
     t = cfg.train
     height, width, steps = cfg.train_stages()[stage]
-    clips = read_clips(stage_files(cfg, shards, stage, steps), cfg.storage,
-                       num_frames=cfg.data.num_frames, height=cfg.data.height,
-                       width=cfg.data.width, num_cpus=t.read_cpus)
-    return clips.map_batches(
-        Encoder, fn_constructor_kwargs={"cfg": cfg.to_dict(), "height": height, "width": width},
-        batch_size=t.batch_size, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=t.encode_actors),
-        num_cpus=t.encode_cpus, num_gpus=t.encode_gpus or None,
-        accelerator_type=t.accelerator_type)
+    files = stage_files(cfg, shards, stage, steps)
+    if latents:
+        stream = read_latents([latent_twin(t.shards, f, height, width) for f in files],
+                              cfg.storage, start=start, num_cpus=t.read_cpus
+                              ).select_columns([*ENCODED_COLUMNS, POSITION])
+    else:
+        clips = read_clips(files, cfg.storage, num_frames=cfg.data.num_frames,
+                           height=cfg.data.height, width=cfg.data.width, num_cpus=t.read_cpus,
+                           start=start)
+        stream = clips.map_batches(
+            Encoder, fn_constructor_kwargs={"cfg": cfg.to_dict(), "height": height,
+                                            "width": width},
+            batch_size=t.batch_size, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=t.encode_actors),
+            num_cpus=t.encode_cpus, num_gpus=t.encode_gpus or None,
+            accelerator_type=t.accelerator_type)
+    # Every row its own block: Ray Train's split then deals rows round robin (a streaming
+    # repartition would take a whole CPU per task that this cannot fuse with)
+    stream.context.target_max_block_size = 1
+    return stream
+
+
+def stream_position(consumed: int, rank: int, world: int, batch_size: int) -> int:
+    """The stream row that worker `rank`'s micro-batch `consumed` (counted from 0) starts
+    at: the rows before it are the first `consumed` micro-batches of every worker."""
+    return consumed * batch_size * world + rank
+
+
+def resume_start(cfg: Config, stage: int) -> int:
+    """The stream row that stage `stage` resumes at: where the run's latest complete
+    checkpoint left that stage's stream (0 for a new run or another stage)."""
+    try:
+        latest = latest_checkpoint(join(cfg.train.storage_path, cfg.train.run_name),
+                                   cfg.storage)
+    except FileNotFoundError:
+        return 0
+    if latest is None:
+        return 0
+    state = verify(latest, cfg.storage)
+    if state.stage != stage:
+        return 0
+    return stream_position(state.consumed, 0, state.world_size, cfg.train.batch_size)
+
+
+class StageStream:
+    """A stage's dataset as Ray Train asks for it, at every start of a worker group (a new
+    run, a rerun of the run, a group restarted after a failure): from where the run's latest
+    checkpoint left it (`resume_start`), so that a resume reads nothing it skips."""
+
+    def __init__(self, cfg: Config, shards: list[tuple[str, int]], stage: int, latents: bool):
+        self.cfg, self.shards, self.stage, self.latents = cfg.to_dict(), shards, stage, latents
+
+    def __call__(self) -> ray.data.Dataset:
+        cfg = from_dict(Config, self.cfg)
+        start = resume_start(cfg, self.stage)
+        if start:
+            log.info("stage %d's stream resumes at row %d", self.stage + 1, start)
+        return stage_dataset(cfg, self.shards, self.stage, start, self.latents)
 
 
 def ingest_config() -> ray.train.DataConfig:

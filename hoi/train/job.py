@@ -13,7 +13,6 @@ checkpoint, and a failed worker group restarts from it (`train.max_failures`).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -28,9 +27,10 @@ from hoi.config import Config, ConfigError
 from hoi.data.shards import ShardError, inspect_shard, list_shards
 from hoi.model.encoders import load_encoders
 from hoi.resources import Reservation, ResourceError, accelerator
-from hoi.storage import absolute, exists, is_s3, join, resolve
-from hoi.train.data import ingest_config, stage_dataset
+from hoi.storage import absolute_paths, exists, is_s3, join, resolve
+from hoi.train.data import StageStream, ingest_config
 from hoi.train.engine import deepspeed_config, resolve_precision
+from hoi.train.latents import LatentsError, training_latents, validation_features
 from hoi.train.loop import stage_name, train_loop_per_worker
 from hoi.train.tracking import check_mlflow
 from hoi.train.validation import validation_clips
@@ -51,6 +51,8 @@ class Preflight:
     null_text: Any
     validation: dict[str, Any] | None = None
     """The validation clips' prompts and their T5 features (train.validate_every)."""
+    latents: bool = False
+    """Whether the run reads precomputed latents (`hoi.train.latents`)."""
     resources: str = ""
 
     @property
@@ -59,7 +61,9 @@ class Preflight:
 
     @property
     def summary(self) -> str:
-        return f"{self.clips} training clips in {len(self.shards)} shards; {self.resources}"
+        source = "precomputed latents" if self.latents else "encoded online"
+        return (f"{self.clips} training clips in {len(self.shards)} shards ({source}); "
+                f"{self.resources}")
 
 
 def preflight(cfg: Config) -> Preflight:
@@ -78,25 +82,35 @@ def preflight(cfg: Config) -> Preflight:
     if clips < needed:
         raise TrainError(f"{clips} training clips under {t.shards!r}: {t.num_workers} workers "
                          f"x train.batch_size {t.batch_size} need at least {needed}")
-    # Encoders, and the null prompt's features for classifier-free guidance dropout (in the
-    # run's precision on the driver's CPU: T5 v1.1 XXL is 19 GB in fp32, 9.5 in bf16).
+    # The empty prompt's features for classifier-free guidance dropout: precomputed with the
+    # latents, or from T5 (in the run's precision on the driver's CPU: T5 v1.1 XXL is 19 GB
+    # in fp32, 9.5 in bf16), which then also checks that the encoders fit the config.
     import torch
 
     device = torch.device("cuda" if t.use_gpu else "cpu")
-    bf16 = resolve_precision(cfg, device) == "bf16"
     try:
-        _, text_encoder = load_encoders(cfg, dtype=torch.bfloat16 if bf16 else None)
-    except (ConfigError, FileNotFoundError, OSError) as e:
-        raise TrainError(f"encoders: {e}") from e
-    null_text = text_encoder.encode([""]).float().numpy()
+        null_text = training_latents(cfg, [path for path, _ in shards])
+    except (LatentsError, ConfigError, FileNotFoundError, OSError) as e:
+        raise TrainError(f"precomputed latents: {e}") from e
+    text_encoder = None
+    if null_text is None:
+        bf16 = resolve_precision(cfg, device) == "bf16"
+        try:
+            _, text_encoder = load_encoders(cfg, dtype=torch.bfloat16 if bf16 else None)
+        except (ConfigError, FileNotFoundError, OSError) as e:
+            raise TrainError(f"encoders: {e}") from e
+        null_text = text_encoder.encode([""]).float().numpy()
     validation = None
     if t.validate_every:
         try:
-            prompts = [clip.prompt for clip in validation_clips(cfg)]
+            if text_encoder is None:
+                prompts, features = validation_features(cfg, t.validate_clips)
+            else:
+                prompts = [clip.prompt for clip in validation_clips(cfg)]
+                features = text_encoder.encode(prompts).float().numpy()
         except (FileNotFoundError, OSError, ValueError) as e:
             raise TrainError(f"train.validate_every needs validation clips: {e}") from e
-        validation = {"prompts": prompts,
-                      "features": text_encoder.encode(prompts).float().numpy()}
+        validation = {"prompts": prompts, "features": features}
     if t.init_from is not None and not exists(t.init_from, cfg.storage):
         raise TrainError(f"train.init_from {t.init_from!r} does not exist")
     # Settings that only contradict each other at build time.
@@ -110,29 +124,32 @@ def preflight(cfg: Config) -> Preflight:
             check_mlflow(t.mlflow_uri)
         except Exception as e:  # MLflow raises many kinds; each means "not there"
             raise TrainError(f"train.mlflow_uri {t.mlflow_uri!r}: {e}") from e
-    return Preflight(shards=shards, null_text=null_text, validation=validation)
+    return Preflight(shards=shards, null_text=null_text, validation=validation,
+                     latents=text_encoder is None)
 
 
-def reservations(cfg: Config) -> list[Reservation]:
-    """What the run holds while it trains: its workers, its encoder actors and (at least) one
-    Parquet read task."""
+def reservations(cfg: Config, latents: bool = False) -> list[Reservation]:
+    """What the run holds while it trains: its workers, its encoder actors (none when it reads
+    precomputed latents) and (at least) one Parquet read task."""
     t = cfg.train
     model = accelerator(t.accelerator_type)
+    encoders = [] if latents else [
+        Reservation("encoder actor", {"CPU": t.encode_cpus, "GPU": t.encode_gpus} | model,
+                    t.encode_actors)]
     return [
         Reservation("train worker", {"CPU": t.cpus_per_worker, "GPU": float(t.use_gpu)} | model,
                     t.num_workers),
-        Reservation("encoder actor", {"CPU": t.encode_cpus, "GPU": t.encode_gpus} | model,
-                    t.encode_actors),
+        *encoders,
         Reservation("read task", {"CPU": t.read_cpus}, 1),
     ]
 
 
-def check_resources(cfg: Config) -> str:
+def check_resources(cfg: Config, latents: bool = False) -> str:
     """The run's reservations against what the cluster can hold, now or once its autoscaler
     has added nodes (`hoi.resources`): Ray would otherwise wait for resources that never
     come, silently. Returns a line saying which."""
     try:
-        return resources.check(reservations(cfg))
+        return resources.check(reservations(cfg, latents))
     except ResourceError as e:
         raise TrainError(str(e)) from e
 
@@ -147,26 +164,11 @@ def run_config(cfg: Config) -> ray.train.RunConfig:
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints))
 
 
-def absolute_paths(cfg: Config) -> Config:
-    """cfg with every local path made absolute: Ray Train workers and Ray Data actors run in
-    other working directories than the driver."""
-    def fix(path: str | None) -> str | None:
-        return None if path is None else absolute(path)
-
-    enc, t = cfg.encoders, cfg.train
-    return dataclasses.replace(
-        cfg,
-        encoders=dataclasses.replace(enc, vae=fix(enc.vae), tokenizer=fix(enc.tokenizer),
-                                     text_encoder=fix(enc.text_encoder)),
-        train=dataclasses.replace(t, shards=fix(t.shards), init_from=fix(t.init_from),
-                                  storage_path=fix(t.storage_path)))
-
-
 def check(cfg: Config) -> Preflight:
     """Every check made before a worker starts (`preflight`, then `check_resources`); Ray
     must be initialised. Raises TrainError naming what would stop the run."""
     checked = preflight(cfg)
-    checked.resources = check_resources(cfg)
+    checked.resources = check_resources(cfg, checked.latents)
     return checked
 
 
@@ -178,12 +180,15 @@ def fit(cfg: Config) -> ray.train.Result:
     checked = check(cfg)
     log.info("resources: %s", checked.resources)
     ray.data.DataContext.get_current().enable_progress_bars = False  # ours is the step line
-    datasets = {stage_name(i): stage_dataset(cfg, checked.shards, i)
+    # callables: Ray Train builds each stage's stream at every worker-group start, from where
+    # the run's latest checkpoint left it
+    datasets = {stage_name(i): StageStream(cfg, checked.shards, i, checked.latents)
                 for i in range(len(cfg.train_stages()))}
     t = cfg.train
-    log.info("training %s on %d clips: %d workers, %d steps in %d stage(s), run %s", cfg.flavour,
-             checked.clips, t.num_workers, t.steps, len(datasets),
-             join(t.storage_path, t.run_name))
+    log.info("training %s on %d clips (%s): %d workers, %d steps in %d stage(s), run %s",
+             cfg.flavour, checked.clips,
+             "precomputed latents" if checked.latents else "encoded online", t.num_workers,
+             t.steps, len(datasets), join(t.storage_path, t.run_name))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.to_dict(), "null_text": checked.null_text,

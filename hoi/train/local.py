@@ -109,7 +109,7 @@ def train_local(cfg: Config, clips: list[Clip] | TrainBatch, vae: VideoVAE,
     vid.train()
     g = torch.Generator().manual_seed(t.seed)
     data = (clips if isinstance(clips, TrainBatch)
-            else encode(cfg, clips, vae, text_encoder, g, progress=progress))
+            else encode(cfg, clips, vae, text_encoder, progress=progress))
     loop = ClosedLoop(cfg, svimo, vid, vae, text_encoder.encode([""]))
     params = [*svimo.parameters(), *vid.parameters()]
     opt = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
@@ -162,7 +162,7 @@ def evaluate(cfg: Config, svimo: SViMo, vid: VID, vae: VideoVAE, text_encoder: T
     g = torch.Generator(device).manual_seed(seed)
     collated = resize_clips(collate_clips(clips), cfg.data.height, cfg.data.width)
     gt_video = collated["video"]
-    batch = encode_clips(collated, vae, text_encoder, cfg, g)
+    batch = encode_clips(collated, vae, text_encoder, cfg)
     # sampling uses the fixed median noise level on the reference image
     sigma = image_noise_sigma(cfg, len(clips), training=False)
     batch.image_latent = vae.encode_image(gt_video[:, 0], sigma, g)
@@ -201,9 +201,9 @@ def evaluate(cfg: Config, svimo: SViMo, vid: VID, vae: VideoVAE, text_encoder: T
 
 
 def encode(cfg: Config, clips: list[Clip], vae: VideoVAE, text_encoder: TextEncoder,
-           g: torch.Generator, chunk: int = 8, progress: bool = True) -> TrainBatch:
+           chunk: int = 8, progress: bool = True) -> TrainBatch:
     """All clips as one training batch, encoded `chunk` at a time."""
-    parts = [encode_clips(collate_clips(clips[i:i + chunk]), vae, text_encoder, cfg, g)
+    parts = [encode_clips(collate_clips(clips[i:i + chunk]), vae, text_encoder, cfg)
              for i in tqdm(range(0, len(clips), chunk), desc="encoding clips", unit="chunk",
                            disable=not progress or len(clips) <= chunk)]
     return TrainBatch(**{f.name: torch.cat([getattr(p, f.name) for p in parts])

@@ -23,6 +23,7 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import ray
@@ -33,9 +34,10 @@ from ray.train.v2._internal.execution import context as ray_train_context
 
 from hoi.artifacts import CHECKPOINT_PREFIX, TrainState
 from hoi.config import Config, from_dict
+from hoi.data.shards import POSITION
 from hoi.model.encoders import VideoVAE
 from hoi.train import checkpoint
-from hoi.train.data import to_train_batch
+from hoi.train.data import stream_position, to_train_batch
 from hoi.train.engine import EMA, TrainSystem, build_engine, build_models
 from hoi.train.meter import Meter, peak_tflops, progress_line
 from hoi.train.tracking import Tracker
@@ -135,16 +137,13 @@ class WorkerRun:
             self.tracker.close()
 
     def _stage(self, shard: Any, end: int, stage: int, stages: int, stage_cfg: Config) -> None:
-        """Train on this worker's share of the stage's stream until step `end`. Resuming,
-        the micro-batches taken before the checkpoint are skipped first (they are read and
-        encoded again, not trained on)."""
+        """Train on this worker's share of the stage's stream until step `end`. The stream
+        starts where the run's checkpoint left it (`hoi.train.data.StageStream`); its first
+        batch must be this worker's next one (`_positioned`)."""
         t = self.cfg.train
-        batches = iter(shard.iter_torch_batches(batch_size=t.batch_size, drop_last=True,
-                                                prefetch_batches=t.prefetch_batches))
-        for _ in range(self.state.consumed):
-            if next(batches, None) is None:
-                raise RuntimeError(f"stage {stage}'s stream ended while skipping to the "
-                                   f"checkpoint's position ({self.state.consumed} batches)")
+        batches = self._positioned(
+            iter(shard.iter_torch_batches(batch_size=t.batch_size, drop_last=True,
+                                          prefetch_batches=t.prefetch_batches)), stage)
         self.meter.restart()
         micro = 0
         while self.state.step < end:
@@ -173,6 +172,26 @@ class WorkerRun:
                     self.ema.update(self.engine.module)
                 self._report(stage, stages, stage_cfg)
                 self._validate(stage_cfg)
+
+    def _positioned(self, batches: Iterator[dict[str, Any]], stage: int
+                    ) -> Iterator[dict[str, Any]]:
+        """`batches` from this worker's next micro-batch on (`state.consumed`): a stream that
+        starts earlier (a checkpoint newer than the one the stream was cut at) is read up to
+        it; one that starts later would skip data, and stops the run."""
+        t = self.cfg.train
+        expected = stream_position(self.state.consumed, self.rank, self.world, t.batch_size)
+        for batch in batches:
+            first = int(batch[POSITION][0])
+            if first < expected:
+                continue
+            if first > expected:
+                raise RuntimeError(
+                    f"worker {self.rank}: stage {stage + 1}'s stream starts at row {first}, "
+                    f"after this checkpoint's row {expected} (step {self.state.step}): the "
+                    f"stream was cut at a later checkpoint than the one restored")
+            yield batch
+            yield from batches
+            return
 
     def _report(self, stage: int, stages: int, stage_cfg: Config) -> None:
         """4. Metrics every log_every steps; with a checkpoint every checkpoint_every steps

@@ -59,3 +59,10 @@ def merge(state: dict[str, torch.Tensor], t: TrainConfig) -> dict[str, torch.Ten
             value = (value.float() + s * (B @ A)).to(value.dtype)
         merged[f"{module}.{leaf}"] = value
     return merged
+
+
+def merged(svimo: SViMo, t: TrainConfig) -> SViMo:
+    """A plain SViMo (no adapters) with `svimo`'s adapters merged into its weights."""
+    plain = SViMo(svimo.config)
+    plain.load_state_dict(merge(svimo.state_dict(), t))
+    return plain

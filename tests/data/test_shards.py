@@ -16,6 +16,7 @@ from hoi.config import StorageConfig
 from hoi.data.schema import SCHEMA, clip_to_row
 from hoi.data.shards import (
     CLIP_COLUMNS,
+    POSITION,
     ClipCollate,
     ShardError,
     SkipLog,
@@ -118,7 +119,7 @@ def test_raw_round_trip_is_exact(location, make_clips):
     assert sorted(got) == sorted(c.clip_id for c in train + val)
     for clip in train + val:
         row = got[clip.clip_id]
-        assert set(row) == set(CLIP_COLUMNS)
+        assert set(row) == {*CLIP_COLUMNS, POSITION}
         for name in ("video", "motion_video", "joints", "points", "K", "R", "T"):
             expected = getattr(clip, name)
             assert row[name].dtype == expected.dtype and np.array_equal(row[name], expected), name
@@ -291,7 +292,8 @@ def test_a_file_listed_once_per_pass_is_checked_once(tmp_path, make_clips, monke
     inspected = []
     inspect = shards._inspect
     monkeypatch.setattr(shards, "_inspect",
-                        lambda fs, inner: inspected.append(inner) or inspect(fs, inner))
+                        lambda fs, inner, required: inspected.append(inner)
+                        or inspect(fs, inner, required))
     skipped = SkipLog()
     ds = read_clips([good, bad] * 50, LOCAL, on_error="skip", skipped=skipped)
     assert sorted(inspected) == sorted([good, bad])
@@ -300,6 +302,26 @@ def test_a_file_listed_once_per_pass_is_checked_once(tmp_path, make_clips, monke
     assert ds.count() == 50  # one clip per listing of the good file
     with pytest.raises(ShardError, match="1 of 2 shard files"):
         read_clips([good, bad] * 50, LOCAL)
+
+
+def test_a_stream_started_at_a_row_reads_on_from_there_and_never_decodes_a_row_before(
+        tmp_path, make_clips):
+    """A resumed training stage starts its stream at a row: the files before it are left
+    out, the file it falls in is read from that row on (its bad first row is never decoded:
+    a row group per row), and each row carries its place in the whole listed stream."""
+    first = write(make_clips(3, prefix="a"), str(tmp_path), LOCAL, index=0)
+    bad, *good = make_clips(3, prefix="b")
+    second = shard_path(str(tmp_path), "train", 1)
+    write_shard([_wrong_shape_row(bad), *map(clip_to_row, good)], second, LOCAL)
+    assert pq.ParquetFile(second).metadata.num_row_groups == 3
+    listed = [first, second, first]
+    rows = list(read_clips(listed, LOCAL, start=4).iter_rows())
+    assert [(r["clip_id"], r[POSITION]) for r in rows] == [
+        ("b-1", 4), ("b-2", 5), ("a-0", 6), ("a-1", 7), ("a-2", 8)]
+    with pytest.raises(Exception, match="row 0"):  # from the start, the bad row is read
+        list(read_clips(listed, LOCAL).iter_rows())
+    with pytest.raises(ShardError, match="none from row 9 on"):
+        read_clips(listed, LOCAL, start=9)
 
 
 @pytest.mark.parametrize("make_row, reason", [(_wrong_shape_row, "joints: expected (9, 42, 3)"),

@@ -47,10 +47,9 @@ def build_parts(cfg: Config, seed: int = 0, perturb: float = 0.0) -> Parts:
     return Parts(cfg, svimo, VID(cfg), VideoVAE(build_vae(cfg)), text)
 
 
-def clip_batch(parts: Parts, seeds: list[int], generator_seed: int = 0) -> TrainBatch:
+def clip_batch(parts: Parts, seeds: list[int]) -> TrainBatch:
     """Rendered synthetic clips, encoded as a training batch."""
     made = [generate_clip(s, parts.cfg.data) for s in seeds]
     clips = [c for c, _ in made]
     render_synthetic(clips, [look for _, look in made], parts.cfg.data)
-    return encode_clips(collate_clips(clips), parts.vae, parts.text_encoder, parts.cfg,
-                        torch.Generator().manual_seed(generator_seed))
+    return encode_clips(collate_clips(clips), parts.vae, parts.text_encoder, parts.cfg)
