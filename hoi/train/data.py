@@ -139,6 +139,9 @@ def stage_dataset(cfg: Config, shards: list[tuple[str, int]], stage: int, start:
     # Every row its own block: Ray Train's split then deals rows round robin (a streaming
     # repartition would take a whole CPU per task that this cannot fuse with)
     stream.context.target_max_block_size = 1
+    # built in Ray Train's controller at every worker-group start: its bars would fill the
+    # driver's log, and the step line says more
+    stream.context.enable_progress_bars = False
     return stream
 
 

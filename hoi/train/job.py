@@ -179,7 +179,6 @@ def fit(cfg: Config) -> ray.train.Result:
     cfg = absolute_paths(cfg)
     checked = check(cfg)
     log.info("resources: %s", checked.resources)
-    ray.data.DataContext.get_current().enable_progress_bars = False  # ours is the step line
     # callables: Ray Train builds each stage's stream at every worker-group start, from where
     # the run's latest checkpoint left it
     datasets = {stage_name(i): StageStream(cfg, checked.shards, i, checked.latents)
