@@ -41,7 +41,7 @@ def train(args: argparse.Namespace) -> Rows:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR",
              log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    base = absolute_paths(load_config(args.config, ["--train.validate_every", "0"]))
+    base = absolute_paths(load_config(args.config, ["--train.validate_every", "null"]))
     encode_pass(base, progress=False)
     rows: Rows = []
     with tempfile.TemporaryDirectory() as online:
@@ -52,7 +52,7 @@ def train(args: argparse.Namespace) -> Rows:
             for workers in (1, 2):
                 with tempfile.TemporaryDirectory() as storage:
                     run = load_config(args.config, [
-                        "--train.shards", shards, "--train.validate_every", "0",
+                        "--train.shards", shards, "--train.validate_every", "null",
                         "--train.num_workers", str(workers), "--train.cpus_per_worker",
                         "1.0" if workers == 1 else "0.5", "--train.steps", str(args.steps),
                         "--train.log_every", str(args.window), "--train.checkpoint_every",
