@@ -84,6 +84,10 @@ def test_job_writes_three_dirs_and_a_summary(trained):
     assert truth.std() > 0 and not np.array_equal(truth, picture[:32, 48:96])
     assert summary["clips"] == {"train": 4, "val": 2} and summary["evaluated_on"] == "val"
     assert set(summary["psnr_db"]) == {"video", "motion_video"}
+    # the round-tripped motion videos against the motions they were drawn from
+    consistency = summary["motion_video_consistency"]
+    assert consistency["clips"] == 2 and 0 <= consistency["hit_rate"] <= 1
+    assert consistency["hit_rate_se"] >= 0 and consistency["pixel_error_px"] >= 0
     assert all(5 < v < 60 for v in summary["psnr_db"].values())
     assert summary["settings"]["vae_channels"] == [8, 8, 8, 8]
     # training lowered the reconstruction error, on the validation clips
