@@ -1,10 +1,12 @@
 """The driver of `jobs/train.py`: check everything that can be checked, then `TorchTrainer.fit`.
 
 Before any worker starts, `preflight` fails with a TrainError naming the problem when the
-shards are missing, unreadable or too few for the workers, the encoders do not load or do
-not fit the config, the DeepSpeed settings contradict each other, or the cluster can never
-hold the CPUs/GPUs the run reserves (counting the nodes its autoscaler may add). It also
-computes the empty prompt's T5 features once, so the workers never load T5.
+shards are missing, unreadable or too few for the workers, the shards' precomputed latents
+were made with other encoders or lack a stage's size, the encoders do not load or do not fit
+the config, the DeepSpeed settings contradict each other, or the cluster can never hold the
+CPUs/GPUs the run reserves (counting the nodes its autoscaler may add). It also takes the
+empty prompt's T5 features from the latents, or computes them once, so the workers never
+load T5.
 
 Runs live under `<train.storage_path>/<train.run_name>` (local or s3://). Ray Train keeps its
 checkpoint bookkeeping there, so running again with the same name resumes from the latest

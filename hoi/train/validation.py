@@ -1,8 +1,9 @@
 """Validation samples during training: the model sampled on a fixed set of held-out clips
 every `train.validate_every` steps, so a user sees it learn without stopping the run.
 
-The driver reads the first `train.validate_clips` clips of <train.shards>/val and encodes
-their prompts with T5 (train workers hold no T5); every worker reads the same clips. At a
+The driver takes the prompts' T5 features of the first `train.validate_clips` clips of
+<train.shards>/val from their precomputed latents, or encodes them with T5 (train workers
+hold no T5); every worker reads the same clips. At a
 validation step every rank samples them in joint mode (`hoi.train.local.evaluate`, at the
 stage's resolution, `train.validate_steps` steps): under ZeRO-3 each forward gathers the
 partitions from every rank, so all ranks take part, in the same order. Rank 0 logs the
