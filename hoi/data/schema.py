@@ -10,7 +10,6 @@ the prompt's text features, the normalised motion and the intrinsics; `hoi.train
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,20 +22,14 @@ SCHEMA_VERSION = 1
 VIDEO_ENCODINGS = ("raw", "mp4")
 
 
-@dataclass(frozen=True)
-class ArrayColumn:
-    """An array stored as three columns: `name` (bytes), `name_shape`, `name_dtype`."""
-
-    name: str
-    required: bool
-
-
 ARRAYS = (
-    ArrayColumn("video", required=True),           # (N, H, W, 3) uint8, raw or MP4
-    ArrayColumn("motion_video", required=True),    # (N, H, W, 3) uint8, raw or MP4
-    ArrayColumn("joints", required=True),          # (N, 42, 3) float32
-    ArrayColumn("points", required=True),          # (N, 298, 3) float32
+    "video",         # (N, H, W, 3) uint8, raw or MP4
+    "motion_video",  # (N, H, W, 3) uint8, raw or MP4
+    "joints",        # (N, 42, 3) float32
+    "points",        # (N, 298, 3) float32
 )
+"""Arrays of a clip row, each stored as three columns: `name` (bytes), `name_shape`,
+`name_dtype`."""
 VIDEOS = ("video", "motion_video")
 
 SCALARS: dict[str, pa.DataType] = {
@@ -56,15 +49,15 @@ SCALARS: dict[str, pa.DataType] = {
 }
 
 
-def _array_fields(col: ArrayColumn) -> list[pa.Field]:
-    return [pa.field(col.name, pa.binary(), nullable=not col.required),
-            pa.field(f"{col.name}_shape", pa.list_(pa.int64()), nullable=not col.required),
-            pa.field(f"{col.name}_dtype", pa.string(), nullable=not col.required)]
+def _array_fields(name: str) -> list[pa.Field]:
+    return [pa.field(name, pa.binary(), nullable=False),
+            pa.field(f"{name}_shape", pa.list_(pa.int64()), nullable=False),
+            pa.field(f"{name}_dtype", pa.string(), nullable=False)]
 
 
 SCHEMA = pa.schema(
     [pa.field(name, t, nullable=False) for name, t in SCALARS.items()]
-    + [f for col in ARRAYS for f in _array_fields(col)],
+    + [f for name in ARRAYS for f in _array_fields(name)],
     metadata={"svimo_schema_version": str(SCHEMA_VERSION)},
 )
 REQUIRED_COLUMNS = tuple(f.name for f in SCHEMA if not f.nullable)
@@ -80,7 +73,7 @@ LATENT_ARRAYS = (
 LATENT_SCHEMA = pa.schema(
     [pa.field("clip_id", pa.string(), nullable=False), pa.field("prompt", pa.string(),
                                                                 nullable=False)]
-    + [f for name in LATENT_ARRAYS for f in _array_fields(ArrayColumn(name, required=True))],
+    + [f for name in LATENT_ARRAYS for f in _array_fields(name)],
     metadata={"svimo_schema_version": str(SCHEMA_VERSION)},
 )
 LATENT_COLUMNS = tuple(f.name for f in LATENT_SCHEMA)

@@ -66,7 +66,7 @@ READ_COLUMNS = list(REQUIRED_COLUMNS)
 CLIP_COLUMNS = tuple(f.name for f in dataclasses.fields(Clip))
 POSITION = "position"
 # Footers are fetched in parallel on the driver; I/O-bound, so threads (pyarrow drops the GIL).
-_FOOTER_THREADS = 16
+FOOTER_THREADS = 16
 FILES_PER_TASK = 64
 """Listed files a read task goes through at most, in order (a training stage lists each file
 once per pass: few tasks keep the dataset's start-up short); and at least one task per
@@ -343,7 +343,7 @@ def _check_files(fs: pafs.FileSystem, inners: list[str], required: Sequence[str]
     skipped (left out of the result). Each file's footer is read once, however often it is
     listed (a training stage lists its files once per pass)."""
     unique = list(dict.fromkeys(inners))
-    with ThreadPoolExecutor(max_workers=min(_FOOTER_THREADS, len(unique))) as pool:
+    with ThreadPoolExecutor(max_workers=min(FOOTER_THREADS, len(unique))) as pool:
         results = list(pool.map(partial(_inspect_or_error, fs, required=required), unique))
     errors = {inner: r for inner, r in zip(unique, results, strict=True)
               if isinstance(r, ShardError)}

@@ -91,7 +91,7 @@ def preflight(cfg: Config) -> Preflight:
 
     device = torch.device("cuda" if t.use_gpu else "cpu")
     try:
-        null_text = training_latents(cfg, [path for path, _ in shards])
+        null_text = training_latents(cfg, shards)
     except (LatentsError, ConfigError, FileNotFoundError, OSError) as e:
         raise TrainError(f"precomputed latents: {e}") from e
     text_encoder = None

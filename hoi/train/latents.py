@@ -38,6 +38,7 @@ from hoi import storage
 from hoi.config import Config, ConfigError, from_dict
 from hoi.data.schema import LATENT_COLUMNS, LATENT_SCHEMA, get_array, latents_to_row
 from hoi.data.shards import (
+    FOOTER_THREADS,
     LATENTS_DIR,
     collate_clips,
     inspect_shard,
@@ -55,7 +56,6 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 NULL_TEXT = "null_text.npy"
 SPLITS = ("train", "val")
-_FOOTER_THREADS = 16
 
 
 class LatentsError(RuntimeError):
@@ -128,9 +128,10 @@ def encode_pass(cfg: Config, progress: bool = True) -> dict[str, Any]:
         raise LatentsError(
             f"{storage.join(root, LATENTS_DIR)} holds latents of other encoders "
             f"({earlier['encoders']}; now {identity}): delete it to encode with these")
-    shards = [path for split in SPLITS for path in _split_shards(root, cfg, split)]
-    todo = [path for path, complete in zip(shards, _complete(root, cfg, shards), strict=True)
-            if not complete]
+    paths = [path for split in SPLITS for path in _split_shards(root, cfg, split)]
+    shards = _footer_pool(lambda path: (path, inspect_shard(path, cfg.storage)["rows"]), paths)
+    todo = [path for (path, _), complete in zip(shards, _complete(root, cfg, shards),
+                                                strict=True) if not complete]
     log.info("encode pass: %d shards, %d to encode at %s", len(shards), len(todo),
              ", ".join(f"{h}x{w}" for h, w in sizes(cfg)))
     content = {"encoders": identity, "sizes": [list(s) for s in sizes(cfg)],
@@ -168,18 +169,20 @@ def _manifest(root: str, cfg: Config) -> dict[str, Any] | None:
     return json.loads(storage.read_text(path, cfg.storage))
 
 
-def _complete(root: str, cfg: Config, shards: list[str]) -> list[bool]:
-    """Per clip shard: whether its latent shard at every size holds as many rows (footers
-    only, read by a thread pool: on S3 they are latency)."""
-    def complete(path: str) -> bool:
-        rows = inspect_shard(path, cfg.storage)["rows"]
-        return all(is_complete_shard(latent_twin(root, path, h, w), cfg.storage, rows,
-                                     LATENT_COLUMNS) for h, w in sizes(cfg))
+def _complete(root: str, cfg: Config, shards: list[tuple[str, int]]) -> list[bool]:
+    """Per clip shard ((path, rows) pairs): whether its latent shard at every size holds as
+    many rows (footers only)."""
+    return _footer_pool(lambda shard: all(
+        is_complete_shard(latent_twin(root, shard[0], h, w), cfg.storage, shard[1],
+                          LATENT_COLUMNS) for h, w in sizes(cfg)), shards)
 
-    if not shards:
+
+def _footer_pool(fn: Any, items: list) -> list:
+    """`fn` over items on a thread pool: footers are latency on S3, not CPU."""
+    if not items:
         return []
-    with ThreadPoolExecutor(max_workers=min(_FOOTER_THREADS, len(shards))) as pool:
-        return list(pool.map(complete, shards))
+    with ThreadPoolExecutor(max_workers=min(FOOTER_THREADS, len(items))) as pool:
+        return list(pool.map(fn, items))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,9 +190,9 @@ def _complete(root: str, cfg: Config, shards: list[str]) -> list[bool]:
 # ---------------------------------------------------------------------------------------------
 
 
-def training_latents(cfg: Config, shards: list[str]) -> np.ndarray | None:
+def training_latents(cfg: Config, shards: list[tuple[str, int]]) -> np.ndarray | None:
     """The empty prompt's features (1, L, D) when `train.shards` has precomputed latents for
-    every one of `shards` at every stage size, made with the configured encoders; None when
+    every one of `shards` ((path, rows) pairs, as preflight found them) at every stage size, made with the configured encoders; None when
     it has no latents. LatentsError when they are there but would be wrong or short."""
     root = cfg.train.shards
     earlier = _manifest(root, cfg)
@@ -201,8 +204,8 @@ def training_latents(cfg: Config, shards: list[str]) -> np.ndarray | None:
             f"the latents under {storage.join(root, LATENTS_DIR)} were made with other encoders "
             f"({earlier['encoders']}) than this run's ({identity}): run the encode pass "
             f"(jobs/prepare.py --prepare.encode true) into a fresh shard root, or delete them")
-    missing = [path for path, complete in zip(shards, _complete(root, cfg, shards),
-                                              strict=True) if not complete]
+    missing = [path for (path, _), complete in zip(shards, _complete(root, cfg, shards),
+                                                   strict=True) if not complete]
     if missing:
         raise LatentsError(
             f"{len(missing)} of {len(shards)} training shards have no complete latents at "
