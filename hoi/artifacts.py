@@ -233,24 +233,36 @@ def find_model(path: str, storage: StorageConfig) -> str:
         raise FileNotFoundError(f"nothing at {path!r}: give a training run, a checkpoint or an "
                                 f"exported model directory") from None
     if latest is not None:
-        return join(latest, MODEL_DIR)
+        return join(latest[0], MODEL_DIR)
     raise FileNotFoundError(f"{path!r} holds no {PIPELINE_NAME} and no complete "
                             f"{CHECKPOINT_PREFIX}* directory: has the run saved a "
                             f"checkpoint yet?")
 
 
-def latest_checkpoint(run: str, storage: StorageConfig) -> str | None:
-    """The latest complete checkpoint directory of a run directory (`verify`; incomplete ones
-    are skipped with a warning), or None when there is none yet. FileNotFoundError when the
-    run directory does not exist."""
+def latest_checkpoint(run: str, storage: StorageConfig) -> tuple[str, TrainState] | None:
+    """The latest complete checkpoint directory of a run directory and its TrainState
+    (`verify`; incomplete ones are skipped with a warning), or None when there is none yet.
+    FileNotFoundError when the run directory does not exist."""
     names = list_files(run, storage)
     listed = sorted({n.split("/")[0] for n in names if n.startswith(CHECKPOINT_PREFIX)
                      and n.endswith("/" + STATE_NAME)}, reverse=True)
     for name in listed:
         try:
-            verify(join(run, name), storage)
+            return join(run, name), verify(join(run, name), storage)
         except CheckpointError as e:
             log.warning("skipping %s", e)
-            continue
-        return join(run, name)
     return None
+
+
+def resume_checkpoint(cfg: Config) -> tuple[str, TrainState] | None:
+    """Where a training run resumes: the latest complete checkpoint of its run directory
+    (train.storage_path/train.run_name) and its TrainState, or None for a new run. The stage
+    streams and every worker's restore both read it. Ray Train's `get_checkpoint()` is the
+    latest checkpoint its controller registered, and that lags the storage when a worker
+    group dies after every rank uploaded a checkpoint but before the controller took the
+    reports: a stream cut at one checkpoint and weights restored from another would skip
+    data or train on it twice."""
+    try:
+        return latest_checkpoint(join(cfg.train.storage_path, cfg.train.run_name), cfg.storage)
+    except FileNotFoundError:
+        return None

@@ -2,10 +2,11 @@
 position, and exported inference weights (EMA ones when kept), in one directory that Ray Train
 persists and registers. The layout, `verify` and `export` are `hoi.artifacts`'.
 
-Atomicity: Ray Train registers a checkpoint only after every rank has uploaded its part, and
-resumes only from registered ones; in addition `verify` refuses a directory whose
-train_state.json is missing or whose listed files are not all present, so a directory left
-by a crash mid-write never loads as valid.
+Atomicity: a run resumes from the latest directory that `verify` finds complete
+(`hoi.artifacts.resume_checkpoint`): its train_state.json, which rank 0 writes last, is there
+and so is every file it lists. A directory left by a crash mid-write never loads; one whose
+upload finished but whose worker group died before Ray Train registered it does, as the
+stage streams were cut at it.
 """
 
 from __future__ import annotations

@@ -31,14 +31,13 @@ import ray.train
 import torch
 import torch.nn.functional as F
 
-from hoi.artifacts import latest_checkpoint, verify
+from hoi.artifacts import resume_checkpoint
 from hoi.config import Config, from_dict
 from hoi.data.schema import LATENT_ARRAYS
 from hoi.data.shards import POSITION, ClipCollate, latent_twin, read_clips, read_latents
 from hoi.diffusion.conditions import TrainBatch, encode_clips
 from hoi.model.encoders import load_encoders
 from hoi.render.motion_video import render_motion_video
-from hoi.storage import join
 
 log = logging.getLogger(__name__)
 
@@ -152,18 +151,12 @@ def stream_position(consumed: int, rank: int, world: int, batch_size: int) -> in
 
 
 def resume_start(cfg: Config, stage: int) -> int:
-    """The stream row that stage `stage` resumes at: where the run's latest complete
-    checkpoint left that stage's stream (0 for a new run or another stage)."""
-    try:
-        latest = latest_checkpoint(join(cfg.train.storage_path, cfg.train.run_name),
-                                   cfg.storage)
-    except FileNotFoundError:
+    """The stream row that stage `stage` resumes at: where the run's checkpoint to resume
+    from (`resume_checkpoint`) left that stage's stream (0 for a new run or another stage)."""
+    resumed = resume_checkpoint(cfg)
+    if resumed is None or resumed[1].stage != stage:
         return 0
-    if latest is None:
-        return 0
-    state = verify(latest, cfg.storage)
-    if state.stage != stage:
-        return 0
+    state = resumed[1]
     return stream_position(state.consumed, 0, state.world_size, cfg.train.batch_size)
 
 

@@ -8,9 +8,10 @@ CPUs/GPUs the run reserves (counting the nodes its autoscaler may add). It also 
 empty prompt's T5 features from the latents, or computes them once, so the workers never
 load T5.
 
-Runs live under `<train.storage_path>/<train.run_name>` (local or s3://). Ray Train keeps its
-checkpoint bookkeeping there, so running again with the same name resumes from the latest
-checkpoint, and a failed worker group restarts from it (`train.max_failures`).
+Runs live under `<train.storage_path>/<train.run_name>` (local or s3://), Ray Train's
+bookkeeping and the checkpoints. Running again with the same name resumes from the latest
+complete checkpoint there, and a failed worker group restarts from it (`train.max_failures`;
+`hoi.artifacts.resume_checkpoint`).
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 1. Build SViMo + VID (the same seeded initial weights on every rank; SViMo partitioned from
    the start under ZeRO-3), the frozen VAE for the closed loop's guidance, and the DeepSpeed
    engine.
-2. Resume from `ray.train.get_checkpoint()` when Ray hands one over (a restarted worker
-   group, or a rerun of the same run name): weights, optimizer, LR schedule, EMA, step and
-   data position.
+2. Resume from the run's latest complete checkpoint when there is one (a restarted worker
+   group, or a rerun of the same run name; `hoi.artifacts.resume_checkpoint`, the one the
+   stage streams were cut at): weights, optimizer, LR schedule, EMA, step and data
+   position.
 3. For each resolution stage, stream its dataset shard (all the stage's epochs in one
    stream); every optimiser step is `train.gradient_accumulation` micro-steps of the closed
    loop (VID warm-up first).
@@ -32,10 +33,11 @@ import ray.train.torch
 import torch
 from ray.train.v2._internal.execution import context as ray_train_context
 
-from hoi.artifacts import CHECKPOINT_PREFIX, TrainState
+from hoi.artifacts import CHECKPOINT_PREFIX, TrainState, resume_checkpoint
 from hoi.config import Config, from_dict
 from hoi.data.shards import POSITION
 from hoi.model.encoders import VideoVAE
+from hoi.storage import resolve
 from hoi.train import checkpoint
 from hoi.train.data import stream_position, to_train_batch
 from hoi.train.engine import EMA, TrainSystem, build_engine, build_models
@@ -101,9 +103,10 @@ class WorkerRun:
         self.meter = Meter(cfg, self.world, peak_tflops(cfg, self.device), self.device)
         # 2. Resume.
         self.state = TrainState(world_size=self.world)
-        restored = ray.train.get_checkpoint()
+        restored = resume_checkpoint(cfg)
         if restored is not None:
-            with restored.as_directory() as directory:
+            fs, inner = resolve(restored[0], cfg.storage)
+            with ray.train.Checkpoint(inner, filesystem=fs).as_directory() as directory:
                 self.state = checkpoint.load(directory, self.engine, self.ema)
         self.resumed_from = self.state.step
         self.tracker = Tracker(cfg, self.state.step) if self.rank == 0 else None
