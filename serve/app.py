@@ -1,23 +1,27 @@
 """The `svimo` Ray Serve application: an HTTP API and web page in front of autoscaled sampler
-replicas.
+replicas, with the queue and every job's state on Redis (`serve.broker`).
 
+    redis-server --appendonly yes --dir outputs/redis --daemonize yes
     serve run serve.app:svimo                                  # configs/default.yaml
     serve run serve.app:svimo config=my.yaml serve.model=s3://bucket/runs/svimo
     serve deploy serve/svimo.yaml                              # the same, as a Serve config
 
+Ray Serve's asynchronous inference carries the jobs: the ingress admits a job in the
+`JobStore` (`serve.jobs`) and sends its id to the broker's queue (Celery on the same Redis);
+the sampler replicas are task consumers (`ray.serve.task_consumer`) that take one job at a
+time, and they autoscale on the jobs queued + running (`serve.autoscaling`).
+
 Deployments:
-- `SViMoAPI` (FastAPI ingress): validates submissions, queues them in the `JobStore`, hands
-  them to the sampler, answers status and results, serves the page at `/`.
-- `SamplingReplica`: one `SViMoPipeline` per replica, one generation at a time; autoscaled between
-  serve.min_replicas and serve.max_replicas on ongoing requests (GPU replicas on GPU
-  clusters). Writes each generation's files to <serve.results>/<id>/.
-- `JobStore`: job states, queue positions and progress, reachable from every replica. A
-  restarted ingress dispatches the store's unfinished jobs again from their stored requests
-  (one ingress replica: with more, each would).
+- `SViMoAPI` (FastAPI ingress, any number of replicas): validates submissions, stores each
+  request next to its results, admits and sends it; answers status and files; serves the page
+  at `/`; reaps jobs whose sampler or ingress died (`JobStore.reap`).
+- `SamplingReplica`: one `SViMoPipeline` per replica, one generation at a time; between
+  serve.min_replicas (0 allowed) and serve.max_replicas (GPU replicas on GPU clusters). Writes
+  each generation's files to <serve.results>/<id>/ and its state to the store.
 
 Generation takes minutes at full scale, so a submission answers at once with an id (202);
 clients poll `/v1/generations/{id}`. Bad input is a 4xx that says what to fix; a full queue
-is 429 with Retry-After.
+is 429 with Retry-After; an unreachable Redis is 503.
 
 (No `from __future__ import annotations` here: FastAPI reads the routes' annotations.)
 """
@@ -30,18 +34,22 @@ import logging
 import math
 import os
 import re
+import threading
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
 import ray
+import redis
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 from ray import serve
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.serve.config import AutoscalingConfig, AutoscalingPolicy
 from ray.serve.handle import DeploymentHandle
+from ray.serve.schema import CeleryAdapterConfig, TaskProcessorConfig
+from ray.serve.task_consumer import instantiate_adapter_from_config, task_consumer, task_handler
 
 from cluster.runtime import PROJECT_ROOT
 from hoi import resources
@@ -52,7 +60,8 @@ from hoi.outputs import content_type, write_generation
 from hoi.pipeline import InputError, SViMoPipeline, check_prompt, model_modes
 from hoi.resources import Reservation, accelerator
 from hoi.storage import absolute, is_s3, join, read_bytes, read_text, write_bytes, write_text
-from serve.jobs import DONE, JobStore
+from serve.autoscaling import JobsAutoscalingPolicy
+from serve.jobs import DONE, JobStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +76,8 @@ FORM_OVERHEAD = 64 * 1024
 """Bytes a multipart body may hold beyond the image (boundaries, headers, small fields)."""
 SAMPLER_ATTEMPTS = 2
 """A job whose sampler replica dies is run again once, then reported failed."""
+GENERATE = "generate"
+"""The task name of a generation on the broker's queue; its one argument is the job id."""
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 REQUEST_NAME = "request.json"
 """Each job's fields, next to its uploaded image and (once done) its results."""
@@ -107,34 +118,102 @@ api.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="s
 # ---------------------------------------------------------------------------------------------
 
 
-@serve.deployment(max_ongoing_requests=1)
-class SamplingReplica:
-    """One pipeline; runs one generation at a time and writes its files."""
+def task_processor(s: ServeConfig) -> TaskProcessorConfig:
+    """Celery on the Redis of serve.broker: the ingress sends to it, the samplers consume.
 
-    def __init__(self, model_dir: str, cfg: Config, store: DeploymentHandle) -> None:
-        self.cfg, self.store = cfg, store
+    A sampler holds one message at a time (prefetch 1) and acknowledges it when the job has
+    ended, so a replica never hoards queued jobs. No Celery retries: a job that raised is
+    failed with its reason (`SamplingReplica.generate`), and one whose sampler died is queued
+    again by the reaper. The broker's own redelivery of unacknowledged messages, after its
+    visibility timeout (twice the lease), only backs that up: `JobStore.start` drops a message
+    whose job runs or has ended."""
+    return TaskProcessorConfig(
+        queue_name=s.queue, max_retries=0,
+        adapter_config=CeleryAdapterConfig(
+            broker_url=s.broker, backend_url=s.broker,
+            app_custom_config={"worker_prefetch_multiplier": 1,
+                               "broker_connection_retry_on_startup": True,
+                               "result_expires": s.keep_finished_s},
+            broker_transport_options={"visibility_timeout": int(2 * s.lease_s) + 1}))
+
+
+class SamplingReplica:
+    """One pipeline; takes one job at a time from the broker's queue (a Celery consumer
+    thread, `task_consumer` in `build_app`) and writes its files and state."""
+
+    def __init__(self, model_dir: str, cfg: Config) -> None:
+        self.cfg = cfg
+        self.store = JobStore(cfg.serve)
+        self.store.ping()
         self.pipe = SViMoPipeline.from_pretrained(model_dir, cfg.storage)
 
-    def generate(self, job_id: str, request: dict[str, Any]) -> None:
-        """Run one job and record how it ended in the store (a sync method: Serve runs it in
-        a thread, so the replica keeps answering; the store calls block in that thread).
-        Recording here rather than in the ingress keeps a finished job finished even when
-        the ingress that dispatched it has gone."""
-        self.store.start.remote(job_id).result()
+    @task_handler(name=GENERATE)
+    def generate(self, job_id: str) -> None:
+        """Run job `job_id` unless it already runs elsewhere or has ended (a duplicate
+        message), beating while it runs; record how it ended. Recording here rather than in
+        the ingress keeps a finished job finished whatever happened to the ingress."""
+        if not self.store.start(job_id):
+            log.info("job %s runs elsewhere or has ended: message dropped", job_id)
+            return
+        ended = threading.Event()
+        beating = threading.Thread(target=self._beat, args=(job_id, ended), daemon=True)
+        beating.start()
+        try:
+            self._generate(job_id)
+        except (redis.RedisError, OSError):
+            # the store or the storage failed: the job stays running, its beat stops and the
+            # reaper queues it again
+            log.exception("job %s: interrupted", job_id)
+            raise
+        except Exception as e:  # noqa: BLE001 (recorded on the job, never lost)
+            log.exception("job %s failed", job_id)
+            self.store.fail(job_id, f"internal error: {type(e).__name__}: {e}")
+        finally:
+            ended.set()
+            beating.join()
 
-        def progress(step: int, total: int) -> None:
-            self.store.progress.remote(job_id, step, total)
-
+    def _generate(self, job_id: str) -> None:
+        try:
+            request = load_request(self.cfg, job_id)
+        except (OSError, ValueError) as e:
+            self.store.fail(job_id, f"its request could not be read back: {e}")
+            return
         try:
             gen = self.pipe(request["image"], request["prompt"], num_steps=request["num_steps"],
                             seed=request["seed"], guidance_scale=request["guidance"],
-                            mode=request["mode"], progress=progress)
+                            mode=request["mode"],
+                            progress=lambda step, total: self.store.beat(job_id, step, total))
         except InputError as e:
-            self.store.fail.remote(job_id, str(e)).result()
+            self.store.fail(job_id, str(e))
             return
         result = write_generation(gen, join(self.cfg.serve.results, job_id), self.cfg.storage,
                                   extra={"id": job_id})
-        self.store.finish.remote(job_id, result["files"]).result()
+        self.store.finish(job_id, result["files"])
+
+    def _beat(self, job_id: str, ended: threading.Event) -> None:
+        """The lease of a running job: renewed every lease_s / 6 s, also inside a long step."""
+        while not ended.wait(self.cfg.serve.lease_s / 6):
+            try:
+                self.store.beat(job_id)
+            except redis.RedisError as e:
+                log.warning("job %s: no beat (%s)", job_id, e)
+
+
+def keep_request(cfg: Config, job_id: str, job: dict[str, Any], data: bytes) -> None:
+    """The request next to its results: what was asked, and the image as uploaded."""
+    with Image.open(io.BytesIO(data)) as im:
+        suffix = IMAGE_FORMATS[im.format]
+    directory = join(cfg.serve.results, job_id)
+    write_bytes(join(directory, "input" + suffix), data, cfg.storage)
+    fields = {k: v for k, v in job.items() if k != "image"} | {"image": "input" + suffix}
+    write_text(join(directory, REQUEST_NAME), json.dumps(fields, indent=2), cfg.storage)
+
+
+def load_request(cfg: Config, job_id: str) -> dict[str, Any]:
+    """A job as `keep_request` stored it."""
+    directory = join(cfg.serve.results, job_id)
+    job = json.loads(read_text(join(directory, REQUEST_NAME), cfg.storage))
+    return job | {"image": read_bytes(join(directory, job["image"]), cfg.storage)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,17 +224,23 @@ class SamplingReplica:
 @serve.deployment(ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class SViMoAPI:
-    def __init__(self, model_dir: str, cfg: Config, sampler: DeploymentHandle,
-                 store: DeploymentHandle) -> None:
+    def __init__(self, model_dir: str, cfg: Config, sampler: DeploymentHandle) -> None:
+        """`sampler` is bound so that Serve deploys it; jobs reach it through the broker."""
         self.cfg, self.model_dir = cfg, model_dir
         self.model_cfg = model_config(model_dir, cfg.storage)
         self.tokenizer = load_tokenizer(self.model_cfg.encoders.tokenizer, cfg.storage)
         self.modes = [m for m in model_modes(model_dir, cfg.storage) if m in HTTP_MODES]
-        self.sampler, self.store = sampler, store
-        self.tasks: set[asyncio.Task] = set()
+        self.store = JobStore(cfg.serve)
+        try:
+            self.store.ping()
+        except StoreUnavailable as e:
+            raise RuntimeError(f"serve.broker {cfg.serve.broker}: Redis does not answer ({e}); "
+                               f"start it (redis-server --appendonly yes) or name another "
+                               f"in serve.broker") from None
+        self.broker = instantiate_adapter_from_config(task_processor(cfg.serve))
         Image.MAX_IMAGE_PIXELS = cfg.serve.max_image_pixels  # PIL refuses far larger at open
-        # Serve runs the constructor on the replica's event loop: recovery starts with it.
-        self.recovery = asyncio.get_running_loop().create_task(self._recover())
+        # Serve runs the constructor on the replica's event loop: the reaper runs on it
+        self.reaper = asyncio.get_running_loop().create_task(self._reap())
 
     # --- pages and facts --------------------------------------------------------------------
 
@@ -169,7 +254,7 @@ class SViMoAPI:
     @api.get("/healthz")
     async def health(self) -> dict[str, Any]:
         """Liveness, the model served and the queue."""
-        counts = await self.store.counts.remote()
+        counts = await self._stored(self.store.counts)
         return {"status": "ok", "model": self.model_dir, "queued": counts["queued"],
                 "running": counts["running"]}
 
@@ -211,50 +296,47 @@ class SViMoAPI:
         except InputError as e:
             raise HTTPException(422, str(e)) from None
         job_id = uuid.uuid4().hex
-        answer = await self.store.submit.remote(job_id, job["num_steps"])
+        answer = await self._stored(self.store.submit, job_id, job["num_steps"])
         if "retry_after_s" in answer:
             wait = answer["retry_after_s"]
             return JSONResponse({"detail": f"the queue is full; retry in about {wait} s"},
                                 status_code=429, headers={"Retry-After": str(wait)})
-        await asyncio.to_thread(self._keep_request, job_id, job, data)  # S3 writes block
-        self._dispatch(job_id, job)
+        await asyncio.to_thread(keep_request, self.cfg, job_id, job, data)  # S3 writes block
+        try:
+            await self._send(job_id)
+        except Exception as e:  # noqa: BLE001 (admitted and stored: the reaper sends it)
+            log.warning("job %s: not sent yet (%s); the reaper will", job_id, e)
         return JSONResponse({"id": job_id, "status": "queued", "position": answer["position"]},
                             status_code=202)
 
-    def _dispatch(self, job_id: str, job: dict[str, Any]) -> None:
-        task = asyncio.create_task(self._run(job_id, job))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+    async def _send(self, job_id: str) -> None:
+        """The job's id onto the broker's queue (then marked sent: a job admitted but never
+        sent, its ingress gone in between, is sent by the reaper)."""
+        await asyncio.to_thread(self.broker.enqueue_task_sync, GENERATE, args=[job_id])
+        await self._stored(self.store.sent, job_id)
 
-    async def _run(self, job_id: str, job: dict[str, Any]) -> None:
-        """Hand the job to a sampler replica (Serve queues it until one is free; the sampler
-        records the outcome); a replica that dies mid-job gets the job again on another."""
-        for attempt in range(1, SAMPLER_ATTEMPTS + 1):
+    async def _reap(self) -> None:
+        """Every serve.reap_every_s: send again the jobs whose sampler stopped beating (queued
+        again, or failed after SAMPLER_ATTEMPTS) or whose ingress died before sending them.
+        Every ingress replica reaps; the store's script hands each job to one of them."""
+        s = self.cfg.serve
+        while True:
             try:
-                await self.sampler.generate.remote(job_id, job)
-            except (ActorDiedError, ActorUnavailableError, RayActorError) as e:
-                if attempt < SAMPLER_ATTEMPTS:
-                    log.warning("job %s: sampler replica died (%s); running it again", job_id, e)
-                    await self.store.requeue.remote(job_id)
-                    continue
-                await self.store.fail.remote(job_id, f"the sampler stopped {attempt} times: {e}")
-            except Exception as e:  # noqa: BLE001 (recorded on the job, never lost)
-                log.exception("job %s failed", job_id)
-                await self.store.fail.remote(job_id, f"internal error: {type(e).__name__}: {e}")
-            return
+                for job_id in await asyncio.to_thread(self.store.reap, s.lease_s,
+                                                      SAMPLER_ATTEMPTS):
+                    log.warning("job %s: its sampler or ingress stopped; sent again", job_id)
+                    await self._send(job_id)
+            except Exception:  # noqa: BLE001 (Redis down, a restart: the next round retries)
+                log.exception("reaping failed")
+            await asyncio.sleep(s.reap_every_s)
 
-    async def _recover(self) -> None:
-        """Dispatch again the jobs a previous ingress replica left unfinished (the Serve
-        controller restarts a dead ingress; its dispatch tasks died with it). Their requests
-        are on storage; a job that was in fact still running runs twice, never zero times."""
-        for job_id in await self.store.unfinished.remote():
-            try:
-                job = await asyncio.to_thread(self._load_request, job_id)
-            except (OSError, ValueError) as e:
-                await self.store.fail.remote(job_id, f"its request could not be read back: {e}")
-                continue
-            log.warning("job %s: dispatched again after an ingress restart", job_id)
-            self._dispatch(job_id, job)
+    async def _stored(self, call, *args):
+        """A store call off the event loop; 503 + Retry-After while Redis does not answer."""
+        try:
+            return await asyncio.to_thread(call, *args)
+        except redis.RedisError as e:
+            raise HTTPException(503, f"the job store does not answer ({type(e).__name__}); "
+                                     f"retry shortly", headers={"Retry-After": "5"}) from None
 
     # --- status and results -----------------------------------------------------------------
 
@@ -281,7 +363,7 @@ class SViMoAPI:
         return Response(data, media_type=content_type(name))
 
     async def _job(self, job_id: str) -> dict[str, Any]:
-        job = await self.store.get.remote(job_id) if JOB_ID.match(job_id) else None
+        job = await self._stored(self.store.get, job_id) if JOB_ID.match(job_id) else None
         if job is None:
             raise HTTPException(404, f"no generation {job_id!r}")
         return job
@@ -332,24 +414,6 @@ class SViMoAPI:
             raise HTTPException(422, f"mode {mode!r} is not one of {self.modes}")
         return mode
 
-    def _keep_request(self, job_id: str, job: dict[str, Any], data: bytes) -> None:
-        """The request next to its results: what was asked, and the image as uploaded."""
-        with Image.open(io.BytesIO(data)) as im:
-            suffix = IMAGE_FORMATS[im.format]
-        directory = join(self.cfg.serve.results, job_id)
-        write_bytes(join(directory, "input" + suffix), data, self.cfg.storage)
-        fields = {k: v for k, v in job.items() if k != "image"} | {"image": "input" + suffix}
-        write_text(join(directory, REQUEST_NAME), json.dumps(fields, indent=2),
-                   self.cfg.storage)
-
-    def _load_request(self, job_id: str) -> dict[str, Any]:
-        """A job as `_keep_request` stored it."""
-        directory = join(self.cfg.serve.results, job_id)
-        job = json.loads(read_text(join(directory, REQUEST_NAME), self.cfg.storage))
-        return job | {"image": read_bytes(join(directory, job["image"]), self.cfg.storage)}
-
-
-
 
 # ---------------------------------------------------------------------------------------------
 # The application
@@ -369,7 +433,7 @@ def svimo(args: dict[str, str]) -> serve.Application:
 
 
 def build_app(cfg: Config) -> serve.Application:
-    """The three deployments wired together for `cfg` (serve.*, sample.* step limits)."""
+    """The two deployments wired together for `cfg` (serve.*, sample.* step limits)."""
     s = cfg.serve
     model_dir = find_model(absolute(cfg.model_path(s.model)), cfg.storage)
     cfg = dataclasses.replace(cfg, serve=dataclasses.replace(s, results=absolute(s.results)))
@@ -379,21 +443,22 @@ def build_app(cfg: Config) -> serve.Application:
     if ray.is_initialized():  # `serve run` on a cluster: fail now rather than wait forever
         resources.check([Reservation("Serve sampler replica", {
             "CPU": s.replica_cpus, "GPU": s.replica_gpus} | accelerator(s.accelerator_type),
-            s.min_replicas)])
-    store = JobStore.bind(s.max_queued, s.max_replicas)
-    sampler = SamplingReplica.options(
-        autoscaling_config={"min_replicas": s.min_replicas, "max_replicas": s.max_replicas,
-                            "target_ongoing_requests": s.target_ongoing_requests,
-                            "upscale_delay_s": s.upscale_delay_s,
-                            "downscale_delay_s": s.downscale_delay_s},
+            max(1, s.min_replicas))])
+    sampler = serve.deployment(
+        task_consumer(task_processor_config=task_processor(s))(SamplingReplica),
+        name="SamplingReplica",
+        autoscaling_config=AutoscalingConfig(
+            min_replicas=s.min_replicas, max_replicas=s.max_replicas,
+            target_ongoing_requests=s.target_ongoing_requests,
+            upscale_delay_s=s.upscale_delay_s, downscale_delay_s=s.downscale_delay_s,
+            policy=AutoscalingPolicy(policy_function=JobsAutoscalingPolicy,
+                                     policy_kwargs=dataclasses.asdict(s))),
         # the GPUs come from the config: an autoscaling cluster has none until a replica
         # asks for one
         ray_actor_options=replica,
-        # a sampler's queue is the store's; requests wait in the handle, not on replicas
-        max_queued_requests=-1,
-    ).bind(model_dir, cfg, store)
+    ).bind(model_dir, cfg)
     max_body = str(s.max_image_bytes + FORM_OVERHEAD)
     return SViMoAPI.options(
+        num_replicas=s.ingress_replicas,
         ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": {MAX_BODY_ENV: max_body}}},
-    ).bind(model_dir, cfg, sampler, store)
-
+    ).bind(model_dir, cfg, sampler)

@@ -1,121 +1,233 @@
-"""Where generation jobs live while they run: one `JobStore` replica that every ingress and
-sampler replica reaches through its handle.
+"""Where generation jobs live: a Redis store that every ingress and sampler replica reaches,
+so a restart of any of them (or of Redis, from its append-only file) forgets nothing.
 
-A job is queued -> running -> done | failed. The store bounds the work it accepts
-(`serve.max_queued` queued + running) and estimates how long a refused client should wait.
+A job is queued -> running -> done | failed. The broker's queue (Celery on the same Redis,
+`serve.app`) carries each job's id to a sampler replica; this store holds what the broker
+cannot: the job's state, its place in the queue, its step i of n, its attempts, a running
+job's heartbeat, and the finished job's files. Every change of state is one Lua script, so
+the ingress replicas, the samplers and the reaper (`reap`) never race:
+
+- `submit` admits a job only while fewer than `serve.max_queued` are queued or running;
+- `start` moves a queued job to running once: a second message for the same job (sent again
+  by `reap`, or restored by the broker) finds it running or finished and is dropped;
+- `reap` puts back in the queue a running job whose sampler stopped beating for `lease_s`
+  (attempts left), or fails it; and resends a job whose ingress died between admitting it and
+  sending its message. Whoever's script changed the job sends the message: never two.
+
 Results themselves are files in storage (`hoi.outputs`); a job is marked done only after
-its result.json is written.
+its result.json is written. Finished jobs are kept for `serve.keep_finished_s`.
 """
 
 from __future__ import annotations
 
+import json
 import math
-import time
-from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ray import serve
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from hoi.config import ServeConfig
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 DEFAULT_WAIT_S = 30.0
 """Retry-After before any generation has finished (no timing to estimate from)."""
-KEEP_FINISHED = 10_000
-"""Finished jobs whose status the store still answers for."""
+SEND_GRACE_S = 30.0
+"""A queued job whose message was not sent this long after its admission lost its ingress."""
+RETRY = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=40)
+"""Calls ride out a Redis restart of about a minute (connection errors are retried)."""
+
+# KEYS: job hash, queued zset, active set, sequence. ARGV: id, num_steps, max_queued, owner.
+_SUBMIT = """
+if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[3]) then return -1 end
+local now = redis.call('TIME')
+local seq = redis.call('INCR', KEYS[4])
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'status', 'queued', 'step', 0,
+           'num_steps', ARGV[2], 'attempts', 0, 'seq', seq, 'sent', 0, 'owner', ARGV[4],
+           'submitted', now[1] + now[2] / 1e6)
+redis.call('ZADD', KEYS[2], seq, ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+return redis.call('ZRANK', KEYS[2], ARGV[1])
+"""
+# KEYS: job hash, queued zset. Returns 1 when this call started the job.
+_START = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+local now = redis.call('TIME')
+now = now[1] + now[2] / 1e6
+redis.call('HSET', KEYS[1], 'status', 'running', 'step', 0, 'started', now, 'beat', now)
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('ZREM', KEYS[2], redis.call('HGET', KEYS[1], 'id'))
+return 1
+"""
+# KEYS: job hash. ARGV: step (-1: a heartbeat only), num_steps.
+_BEAT = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'beat', now[1] + now[2] / 1e6)
+if tonumber(ARGV[1]) >= 0 then redis.call('HSET', KEYS[1], 'step', ARGV[1], 'num_steps', ARGV[2]) end
+return 1
+"""
+# KEYS: job hash, active set, queued zset, durations list. ARGV: id, status, field, value,
+# keep seconds. Returns 1 when the job was still unfinished.
+_END = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'queued' and status ~= 'running' then return 0 end
+local now = redis.call('TIME')
+now = now[1] + now[2] / 1e6
+redis.call('HSET', KEYS[1], 'status', ARGV[2], ARGV[3], ARGV[4], 'finished', now)
+if ARGV[2] == 'done' then
+  redis.call('HSET', KEYS[1], 'step', redis.call('HGET', KEYS[1], 'num_steps'))
+  local started = redis.call('HGET', KEYS[1], 'started')
+  if started then
+    redis.call('LPUSH', KEYS[4], now - tonumber(started))
+    redis.call('LTRIM', KEYS[4], 0, 49)
+  end
+end
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+# KEYS: job hash, queued zset, active set. ARGV: id, lease s, max attempts, keep s, grace s.
+# Returns 1: send its message again; 0: nothing to do; -1: failed (no attempts left).
+_REAP = """
+local job = redis.call('HMGET', KEYS[1], 'status', 'beat', 'attempts', 'seq', 'sent',
+                       'submitted')
+local now = redis.call('TIME')
+now = now[1] + now[2] / 1e6
+if job[1] == 'running' and now - tonumber(job[2]) > tonumber(ARGV[2]) then
+  if tonumber(job[3]) >= tonumber(ARGV[3]) then
+    redis.call('HSET', KEYS[1], 'status', 'failed', 'finished', now, 'error',
+               'its sampler replica stopped ' .. job[3] .. ' times')
+    redis.call('SREM', KEYS[3], ARGV[1])
+    redis.call('EXPIRE', KEYS[1], ARGV[4])
+    return -1
+  end
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'step', 0)
+  redis.call('ZADD', KEYS[2], job[4], ARGV[1])
+  return 1
+end
+if job[1] == 'queued' and job[5] == '0' and now - tonumber(job[6]) > tonumber(ARGV[5]) then
+  redis.call('HSET', KEYS[1], 'sent', 1)
+  return 1
+end
+return 0
+"""
 
 
-@dataclass
-class Job:
-    id: str
-    status: str = QUEUED
-    step: int = 0
-    num_steps: int = 0
-    attempts: int = 0
-    error: str | None = None
-    files: list[str] = field(default_factory=list)
-    submitted: float = field(default_factory=time.time)
-    started: float | None = None
-    finished: float | None = None
+class StoreUnavailable(RuntimeError):
+    """Redis did not answer (after retries)."""
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0},
-                  max_ongoing_requests=1000)
 class JobStore:
-    """The jobs of this app. Methods are coroutines without awaits, so each runs whole on
-    the replica's event loop: no locks needed."""
+    """The jobs of one app on the Redis of `serve.broker`, under keys prefixed by
+    `serve.queue` (apps may share a Redis). Thread-safe (redis-py's pool); every method is a
+    blocking call."""
 
-    def __init__(self, max_queued: int, max_replicas: int) -> None:
-        self.max_queued, self.max_replicas = max_queued, max_replicas
-        self.jobs: OrderedDict[str, Job] = OrderedDict()
-        self.durations: list[float] = []
+    def __init__(self, serve: ServeConfig) -> None:
+        self.max_queued, self.max_replicas = serve.max_queued, serve.max_replicas
+        self.keep_finished_s = serve.keep_finished_s
+        self.prefix = f"svimo:{serve.queue}:"
+        self.redis = redis.Redis.from_url(serve.broker, retry=RETRY, decode_responses=True,
+                                          retry_on_error=[redis.ConnectionError,
+                                                          redis.TimeoutError])
+        self._submit = self.redis.register_script(_SUBMIT)
+        self._start = self.redis.register_script(_START)
+        self._beat = self.redis.register_script(_BEAT)
+        self._end = self.redis.register_script(_END)
+        self._reap = self.redis.register_script(_REAP)
 
-    async def submit(self, job_id: str, num_steps: int) -> dict[str, int]:
-        """Queue a job: {"position": n}, or {"retry_after_s": n} when the queue is full."""
-        active = self._active()
-        if len(active) >= self.max_queued:
-            return {"retry_after_s": self._retry_after(len(active))}
-        self._forget_oldest()
-        self.jobs[job_id] = Job(job_id, num_steps=num_steps)
-        return {"position": self._position(job_id)}
+    def _key(self, name: str) -> str:
+        return self.prefix + name
 
-    async def start(self, job_id: str) -> None:
-        job = self.jobs[job_id]
-        job.status, job.step, job.started = RUNNING, 0, time.time()
-        job.attempts += 1
+    def _job_key(self, job_id: str) -> str:
+        return self._key(f"job:{job_id}")
 
-    async def progress(self, job_id: str, step: int, num_steps: int) -> None:
-        job = self.jobs[job_id]
-        if job.status == RUNNING:
-            job.step, job.num_steps = step, num_steps
+    def ping(self) -> None:
+        """Raise StoreUnavailable when Redis does not answer."""
+        try:
+            self.redis.ping()
+        except redis.RedisError as e:
+            raise StoreUnavailable(str(e)) from e
 
-    async def requeue(self, job_id: str) -> None:
-        """Back to the queue after its sampler replica died."""
-        job = self.jobs[job_id]
-        job.status, job.step = QUEUED, 0
+    # --- the ingress ----------------------------------------------------------------------
 
-    async def finish(self, job_id: str, files: list[str]) -> None:
-        job = self.jobs[job_id]
-        job.status, job.files, job.finished = DONE, files, time.time()
-        job.step = job.num_steps
-        if job.started is not None:
-            self.durations = [*self.durations[-49:], job.finished - job.started]
+    def submit(self, job_id: str, num_steps: int, owner: str = "") -> dict[str, int]:
+        """Admit a job: {"position": n}, or {"retry_after_s": n} when the queue is full."""
+        position = self._submit(keys=[self._job_key(job_id), self._key("queued"),
+                                      self._key("active"), self._key("seq")],
+                                args=[job_id, num_steps, self.max_queued, owner])
+        if position < 0:
+            return {"retry_after_s": self._retry_after()}
+        return {"position": position}
 
-    async def fail(self, job_id: str, error: str) -> None:
-        job = self.jobs[job_id]
-        job.status, job.error, job.finished = FAILED, error, time.time()
+    def sent(self, job_id: str) -> None:
+        """The job's message is on the broker's queue."""
+        self.redis.hset(self._job_key(job_id), "sent", 1)
 
-    async def get(self, job_id: str) -> dict[str, Any] | None:
-        job = self.jobs.get(job_id)
-        if job is None:
+    def reap(self, lease_s: float, max_attempts: int) -> list[str]:
+        """Jobs whose message must be sent (again): running ones whose sampler stopped beating
+        for `lease_s` (put back in the queue; failed after `max_attempts`), queued ones whose
+        message was never sent."""
+        resend = []
+        for job_id in self.redis.smembers(self._key("active")):
+            if self._reap(keys=[self._job_key(job_id), self._key("queued"), self._key("active")],
+                          args=[job_id, lease_s, max_attempts, self.keep_finished_s,
+                                SEND_GRACE_S]) == 1:
+                resend.append(job_id)
+        return resend
+
+    # --- the samplers -----------------------------------------------------------------------
+
+    def start(self, job_id: str) -> bool:
+        """True when this call started the job (it was queued); False for a job running on
+        another replica, finished, or forgotten: its message is a duplicate."""
+        return self._start(keys=[self._job_key(job_id), self._key("queued")],
+                           args=[]) == 1
+
+    def beat(self, job_id: str, step: int = -1, num_steps: int = 0) -> None:
+        """The sampler is alive; with `step`, the job's progress."""
+        self._beat(keys=[self._job_key(job_id)], args=[step, num_steps])
+
+    def finish(self, job_id: str, files: list[str]) -> bool:
+        return self._finish(job_id, DONE, "files", json.dumps(files))
+
+    def fail(self, job_id: str, error: str) -> bool:
+        return self._finish(job_id, FAILED, "error", error)
+
+    def _finish(self, job_id: str, status: str, field: str, value: str) -> bool:
+        return self._end(keys=[self._job_key(job_id), self._key("active"), self._key("queued"),
+                               self._key("durations")],
+                         args=[job_id, status, field, value, self.keep_finished_s]) == 1
+
+    # --- answers ------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        """The job as the status route shows it, or None when unknown (or long finished)."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self._job_key(job_id))
+            pipe.zrank(self._key("queued"), job_id)
+            job, position = pipe.execute()
+        if not job:
             return None
-        return {**asdict(job), "position": self._position(job_id)}
+        return {"id": job_id, "status": job["status"], "position": position,
+                "step": int(job["step"]), "num_steps": int(job["num_steps"]),
+                "attempts": int(job["attempts"]), "error": job.get("error"),
+                "files": json.loads(job.get("files", "[]")), "owner": job.get("owner", "")}
 
-    async def unfinished(self) -> list[str]:
-        """Jobs queued or running, oldest first."""
-        return [j.id for j in self._active()]
+    def counts(self) -> dict[str, int]:
+        """Jobs queued and running."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zcard(self._key("queued"))
+            pipe.scard(self._key("active"))
+            queued, active = pipe.execute()
+        return {QUEUED: queued, RUNNING: active - queued}
 
-    async def counts(self) -> dict[str, int]:
-        statuses = [j.status for j in self.jobs.values()]
-        return {s: statuses.count(s) for s in (QUEUED, RUNNING, DONE, FAILED)}
-
-    def _forget_oldest(self) -> None:
-        """Keep at most KEEP_FINISHED finished jobs (their files stay in storage)."""
-        finished = [j.id for j in self.jobs.values() if j.status in (DONE, FAILED)]
-        for job_id in finished[:max(0, len(finished) - KEEP_FINISHED)]:
-            del self.jobs[job_id]
-
-    def _active(self) -> list[Job]:
-        return [j for j in self.jobs.values() if j.status in (QUEUED, RUNNING)]
-
-    def _position(self, job_id: str) -> int | None:
-        """0 for the next job to start; None once it has started."""
-        queued = [j.id for j in self.jobs.values() if j.status == QUEUED]
-        return queued.index(job_id) if job_id in queued else None
-
-    def _retry_after(self, active: int) -> int:
-        if not self.durations:
+    def _retry_after(self) -> int:
+        durations = [float(d) for d in self.redis.lrange(self._key("durations"), 0, -1)]
+        if not durations:
             return int(DEFAULT_WAIT_S)
-        mean = sum(self.durations) / len(self.durations)
+        mean = sum(durations) / len(durations)
         # the earliest a slot frees up: one generation per replica finishing
-        return max(1, math.ceil(mean * max(1, active - self.max_queued + 1)
-                                / self.max_replicas))
+        return max(1, math.ceil(mean / self.max_replicas))

@@ -397,12 +397,29 @@ class ServeConfig:
     """What to serve (local or s3://), as sample.model; None: <train.storage_path>/<train.run_name>."""
     results: str = "outputs/serve"
     """Where each generation's files go, <results>/<id>/ (local or s3://; replicas share it)."""
+    broker: str = "redis://127.0.0.1:6379/0"
+    """The Redis that holds the queue (Celery's broker) and every job's state and progress
+    (`serve.jobs`), reachable from every replica; run it with append-only persistence."""
+    queue: str = "svimo"
+    """The broker queue's name, also the prefix of the jobs' keys (apps may share a Redis)."""
+    ingress_replicas: int = 1
+    """SViMoAPI replicas (HTTP): any number, every job still runs once."""
     min_replicas: int = 1
-    """SamplingReplica replicas kept when idle."""
+    """SamplingReplica replicas kept when idle (0: none while the queue is empty)."""
     max_replicas: int = 2
     """SamplingReplica replicas at most under load."""
     target_ongoing_requests: float = 1.0
-    """Generations per replica the autoscaler aims for (a replica runs one at a time)."""
+    """Jobs (queued + running) per replica the autoscaler aims for (a replica runs one at a
+    time)."""
+    queue_poll_s: float = 5.0
+    """How often the autoscaler reads the jobs queued and running."""
+    lease_s: float = 60.0
+    """A running job whose sampler has not beaten for this long is queued again (a beat every
+    lease_s / 6 s, also during a step), then failed after its second attempt."""
+    reap_every_s: float = 5.0
+    """How often each ingress replica looks for such jobs."""
+    keep_finished_s: int = 7 * 24 * 3600
+    """How long a finished job's status is answered (its files stay in serve.results)."""
     upscale_delay_s: float = 5.0
     """Seconds of sustained load before a replica is added (generations take minutes)."""
     downscale_delay_s: float = 120.0
@@ -422,8 +439,14 @@ class ServeConfig:
     """Largest accepted image in pixels (width x height), checked before decoding."""
 
     def __post_init__(self) -> None:
-        require(1 <= self.min_replicas <= self.max_replicas,
-                 "serve.min_replicas must be >= 1 and <= serve.max_replicas")
+        require(0 <= self.min_replicas <= self.max_replicas and self.max_replicas >= 1,
+                 "serve.min_replicas must be >= 0 and <= serve.max_replicas (>= 1)")
+        require(self.broker.startswith(("redis://", "rediss://")),
+                "serve.broker must be a redis:// or rediss:// URL")
+        require(self.ingress_replicas >= 1, "serve.ingress_replicas must be >= 1")
+        require(self.lease_s > 0 and self.reap_every_s > 0 and self.queue_poll_s > 0
+                and self.keep_finished_s > 0,
+                "serve.lease_s, reap_every_s, queue_poll_s and keep_finished_s must be > 0")
         require(self.target_ongoing_requests > 0 and self.max_queued >= 1,
                  "serve.target_ongoing_requests must be > 0 and serve.max_queued >= 1")
         require(self.max_image_bytes > 0 and self.max_image_pixels > 0,

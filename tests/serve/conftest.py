@@ -17,6 +17,7 @@ from cluster.local import free_port
 from hoi.config import StorageConfig
 from hoi.untrained import write_untrained_model
 from serve.health import wait_healthy
+from tests.conftest import RedisServer
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -24,6 +25,7 @@ MAX_REPLICAS = 2
 MAX_QUEUED = 24
 MAX_IMAGE_BYTES = 1_000_000
 MAX_IMAGE_PIXELS = 4_000_000
+LEASE_S = 6.0
 
 
 
@@ -36,8 +38,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="package")
-def svimo_url(ray_local: None, tiny_model: str, tmp_path_factory: pytest.TempPathFactory
-              ) -> Iterator[str]:
+def svimo_url(ray_local: None, redis_server: RedisServer, tiny_model: str,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of `serve run serve.app:svimo config=<run file>` on 127.0.0.1, for the tests
     of this package only: its replicas hold CPUs that later tests' runs need."""
     import ray
@@ -49,6 +51,8 @@ def svimo_url(ray_local: None, tiny_model: str, tmp_path_factory: pytest.TempPat
         "flavour": "svimo-tiny",
         "sample": {"num_steps": 2, "max_steps": 8},
         "serve": {"model": tiny_model, "results": str(root / "results"),
+                  "broker": redis_server.url, "lease_s": LEASE_S, "reap_every_s": 1.0,
+                  "queue_poll_s": 1.0,
                   "min_replicas": 1, "max_replicas": MAX_REPLICAS, "replica_cpus": 0.25,
                   "upscale_delay_s": 1.0, "downscale_delay_s": 600.0,
                   "max_queued": MAX_QUEUED, "max_image_bytes": MAX_IMAGE_BYTES,
@@ -71,10 +75,11 @@ def svimo_url(ray_local: None, tiny_model: str, tmp_path_factory: pytest.TempPat
         # SIGINT: `serve run` deletes the app; it can take a minute over that (replicas'
         # graceful shutdown), so after a short wait it is killed: serve.shutdown() below ends
         # whatever it left
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         serve.shutdown()
