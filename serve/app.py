@@ -35,6 +35,7 @@ import math
 import os
 import re
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
@@ -230,7 +231,7 @@ class SViMoAPI:
         self.model_cfg = model_config(model_dir, cfg.storage)
         self.tokenizer = load_tokenizer(self.model_cfg.encoders.tokenizer, cfg.storage)
         self.modes = [m for m in model_modes(model_dir, cfg.storage) if m in HTTP_MODES]
-        self.store = JobStore(cfg.serve)
+        self.store = JobStore(cfg.serve, patient=False)
         try:
             self.store.ping()
         except StoreUnavailable as e:
@@ -318,17 +319,26 @@ class SViMoAPI:
     async def _reap(self) -> None:
         """Every serve.reap_every_s: send again the jobs whose sampler stopped beating (queued
         again, or failed after SAMPLER_ATTEMPTS) or whose ingress died before sending them.
-        Every ingress replica reaps; the store's script hands each job to one of them."""
+        Every ingress replica reaps; the store's script hands each job to one of them.
+
+        A sampler beats every lease_s / 6 s while Redis answers, so beats missed during a
+        Redis outage say nothing: this replica reaps only once it has reached Redis for a
+        whole lease (also after its own start)."""
         s = self.cfg.serve
+        reached_since = time.monotonic()
         while True:
+            await asyncio.sleep(s.reap_every_s)
             try:
+                if time.monotonic() - reached_since < s.lease_s:
+                    await asyncio.to_thread(self.store.ping)
+                    continue
                 for job_id in await asyncio.to_thread(self.store.reap, s.lease_s,
                                                       SAMPLER_ATTEMPTS):
                     log.warning("job %s: its sampler or ingress stopped; sent again", job_id)
                     await self._send(job_id)
-            except Exception:  # noqa: BLE001 (Redis down, a restart: the next round retries)
-                log.exception("reaping failed")
-            await asyncio.sleep(s.reap_every_s)
+            except Exception as e:  # noqa: BLE001 (Redis down: the next rounds wait a lease)
+                log.warning("not reaping: %s", e)
+                reached_since = time.monotonic()
 
     async def _stored(self, call, *args):
         """A store call off the event loop; 503 + Retry-After while Redis does not answer."""

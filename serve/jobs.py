@@ -25,7 +25,7 @@ import math
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from hoi.config import ServeConfig
@@ -36,7 +36,7 @@ DEFAULT_WAIT_S = 30.0
 SEND_GRACE_S = 30.0
 """A queued job whose message was not sent this long after its admission lost its ingress."""
 RETRY = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=40)
-"""Calls ride out a Redis restart of about a minute (connection errors are retried)."""
+"""A patient store's calls ride out a Redis restart of about a minute."""
 
 # KEYS: job hash, queued zset, active set, sequence. ARGV: id, num_steps, max_queued, owner.
 _SUBMIT = """
@@ -125,13 +125,18 @@ class JobStore:
     `serve.queue` (apps may share a Redis). Thread-safe (redis-py's pool); every method is a
     blocking call."""
 
-    def __init__(self, serve: ServeConfig) -> None:
+    def __init__(self, serve: ServeConfig, patient: bool = True) -> None:
+        """patient: calls ride out a Redis restart of about a minute (the samplers, whose
+        work must not be lost); else they fail at once (the ingress, whose client gets 503 +
+        Retry-After, and whose reaper must not take an outage's missed beats for dead
+        samplers)."""
         self.max_queued, self.max_replicas = serve.max_queued, serve.max_replicas
         self.keep_finished_s = serve.keep_finished_s
         self.prefix = f"svimo:{serve.queue}:"
-        self.redis = redis.Redis.from_url(serve.broker, retry=RETRY, decode_responses=True,
-                                          retry_on_error=[redis.ConnectionError,
-                                                          redis.TimeoutError])
+        self.redis = redis.Redis.from_url(
+            serve.broker, decode_responses=True, socket_timeout=10, socket_connect_timeout=5,
+            retry=RETRY if patient else Retry(NoBackoff(), 0),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError])
         self._submit = self.redis.register_script(_SUBMIT)
         self._start = self.redis.register_script(_START)
         self._beat = self.redis.register_script(_BEAT)

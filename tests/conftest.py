@@ -26,6 +26,7 @@ from cluster.local import free_port
 from hoi.config import StorageConfig
 from hoi.data.clip import Clip
 from hoi.geometry.motion import NUM_JOINTS, NUM_POINTS
+from serve.broker import LocalRedis
 
 # ---------------------------------------------------------------------------------------------
 # AWS credentials and S3 (moto)
@@ -112,49 +113,10 @@ def s3(aws_credentials: None) -> Iterator[S3Server]:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class RedisServer:
-    """Debian's redis-server on a loopback port, with append-only persistence (every write
-    synced) in its own directory: `kill` and `start` again recover from that file."""
-
-    port: int
-    directory: Path
-    proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import redis
-
-        self.proc = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir",
-             str(self.directory), "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-             "--logfile", str(self.directory / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with code {self.proc.returncode}")
-            try:
-                redis.Redis(port=self.port).ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not answer on {self.port}") from None
-                time.sleep(0.1)
-
-    def kill(self) -> None:
-        """SIGKILL: what survives is what the append-only file holds."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedis]:
+    """redis-server on a free loopback port for the session (`serve.broker`)."""
+    server = LocalRedis(free_port(), tmp_path_factory.mktemp("redis"))
     server.start()
     try:
         yield server

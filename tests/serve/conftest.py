@@ -1,5 +1,6 @@
-"""The `svimo` app as users start it, `serve run serve.app:svimo`, on the session's Ray with
-a tiny model the tests make; every test in this package talks to it over HTTP."""
+"""The `svimo` app as users start it, `serve run serve.app:svimo`, on the session's Ray and
+Redis with a tiny model the tests make: two ingress replicas, 0 to 2 samplers, a lease of a
+few seconds. Every test in this package talks to it over HTTP."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import yaml
 from cluster.local import free_port
 from hoi.config import StorageConfig
 from hoi.untrained import write_untrained_model
+from serve.broker import LocalRedis
 from serve.health import wait_healthy
-from tests.conftest import RedisServer
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -26,6 +27,7 @@ MAX_QUEUED = 24
 MAX_IMAGE_BYTES = 1_000_000
 MAX_IMAGE_PIXELS = 4_000_000
 LEASE_S = 6.0
+DOWNSCALE_DELAY_S = 10.0
 
 
 
@@ -38,7 +40,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="package")
-def svimo_url(ray_local: None, redis_server: RedisServer, tiny_model: str,
+def svimo_url(ray_local: None, redis_server: LocalRedis, tiny_model: str,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of `serve run serve.app:svimo config=<run file>` on 127.0.0.1, for the tests
     of this package only: its replicas hold CPUs that later tests' runs need."""
@@ -53,8 +55,9 @@ def svimo_url(ray_local: None, redis_server: RedisServer, tiny_model: str,
         "serve": {"model": tiny_model, "results": str(root / "results"),
                   "broker": redis_server.url, "lease_s": LEASE_S, "reap_every_s": 1.0,
                   "queue_poll_s": 1.0,
-                  "min_replicas": 1, "max_replicas": MAX_REPLICAS, "replica_cpus": 0.25,
-                  "upscale_delay_s": 1.0, "downscale_delay_s": 600.0,
+                  "ingress_replicas": 2, "min_replicas": 0, "max_replicas": MAX_REPLICAS,
+                  "replica_cpus": 0.25, "upscale_delay_s": 1.0,
+                  "downscale_delay_s": DOWNSCALE_DELAY_S,
                   "max_queued": MAX_QUEUED, "max_image_bytes": MAX_IMAGE_BYTES,
                   "max_image_pixels": MAX_IMAGE_PIXELS}}))
     port = free_port()
