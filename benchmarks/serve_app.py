@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -106,7 +107,8 @@ def _client_load(url: str, args: argparse.Namespace) -> dict:
            _serve_arguments)
 def serve_app(args: argparse.Namespace) -> Rows:
     """Per sampler replica count R (min = max = R, `--replica-cpus` each) on a 2-CPU local
-    Ray: start Serve and the app (svimo-tiny, random weights), run one warm-up generation per
+    Ray and a local Redis (append-only, every write synced): start Serve and the app
+    (svimo-tiny, random weights), run one warm-up generation per
     replica, then `--clients` HTTP clients share `--generations` generations of `--steps`
     steps. Throughput is from the first submit to the last completion; completion latency is
     submit -> the first status poll that sees done (so up to `--poll` s late)."""
@@ -121,6 +123,7 @@ def serve_app(args: argparse.Namespace) -> Rows:
     from hoi.config import StorageConfig, load_config
     from hoi.untrained import write_untrained_model
     from serve.app import build_app
+    from serve.broker import LocalRedis
     from serve.health import wait_healthy
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR,
@@ -128,9 +131,12 @@ def serve_app(args: argparse.Namespace) -> Rows:
     rows: Rows = []
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as root:
         model = write_untrained_model(f"{root}/tiny", StorageConfig())
+        broker = LocalRedis(free_port(), Path(root))
+        broker.start()
         for replicas in (1, 2):
             cfg = load_config(flavour="svimo-tiny", overrides=[
                 "--serve.model", model, "--serve.results", f"{root}/results-{replicas}",
+                "--serve.broker", broker.url, "--serve.queue", f"bench-{replicas}",
                 "--serve.min_replicas", str(replicas), "--serve.max_replicas", str(replicas),
                 "--serve.replica_cpus", str(args.replica_cpus),
                 "--serve.max_queued", str(max(args.generations, args.clients)),
@@ -168,5 +174,6 @@ def serve_app(args: argparse.Namespace) -> Rows:
                 "left_queued_running": f"{health['queued']}/{health['running']}"})
             for problem in load["failed"] + load["lost"]:
                 print(f"serve R={replicas}: {problem}", file=sys.stderr)
+        broker.kill()
     ray.shutdown()
     return rows

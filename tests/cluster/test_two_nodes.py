@@ -30,6 +30,7 @@ from ray.job_submission import JobSubmissionClient
 from cluster import local
 from hoi.storage import list_files, read_text
 from hoi.untrained import write_untrained_codec
+from serve.broker import LocalRedis
 from serve.health import wait_healthy
 from tests.conftest import S3Server
 
@@ -98,7 +99,8 @@ def _generate(url: str, prompt: str) -> dict:
 
 
 def test_prepare_train_serve_and_sample_across_two_nodes_on_s3(
-        two_nodes: local.LocalCluster, s3: S3Server, tmp_path: Path) -> None:
+        two_nodes: local.LocalCluster, s3: S3Server, redis_server: LocalRedis,
+        tmp_path: Path) -> None:
     root = s3.fresh_root()
     common = ["--flavour", "svimo-tiny", "--storage.endpoint_url", s3.endpoint_url,
               *write_untrained_codec(f"{root}/codec", s3.storage)]
@@ -133,8 +135,8 @@ def test_prepare_train_serve_and_sample_across_two_nodes_on_s3(
     written = set(list_files(f"{root}/samples/{manifest[0]['id']}", s3.storage))
     assert {"video.mp4", "motion.npz", "result.json"} <= written
 
-    # 4. Serve loads the checkpoint from S3 and writes its results there; one HTTP proxy, on
-    # the head (two nodes of one machine cannot both bind the port)
+    # 4. Serve loads the checkpoint from S3 and writes its results there, its queue on Redis;
+    # one HTTP proxy, on the head (two nodes of one machine cannot both bind the port)
     port = local.free_port()
     serve_log = tmp_path / "serve.log"
     proc = _serve(two_nodes, {
@@ -143,6 +145,7 @@ def test_prepare_train_serve_and_sample_across_two_nodes_on_s3(
                           "args": {"flavour": "svimo-tiny", "storage.endpoint_url": s3.endpoint_url,
                                    "serve.model": f"{root}/runs/two",
                                    "serve.results": f"{root}/serve",
+                                   "serve.broker": redis_server.url,
                                    "serve.replica_cpus": "0.25", "sample.num_steps": "2",
                                    "sample.max_steps": "4"}}]},
         serve_log)
