@@ -42,8 +42,9 @@ from typing import Annotated, Any
 
 import ray
 import redis
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 from ray import serve
@@ -61,8 +62,9 @@ from hoi.outputs import content_type, write_generation
 from hoi.pipeline import InputError, SViMoPipeline, check_prompt, model_modes
 from hoi.resources import Reservation, accelerator
 from hoi.storage import absolute, is_s3, join, read_bytes, read_text, write_bytes, write_text
+from serve import keys
 from serve.autoscaling import JobsAutoscalingPolicy
-from serve.jobs import DONE, JobStore, StoreUnavailable
+from serve.jobs import DONE, FAILED, JobStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +79,21 @@ FORM_OVERHEAD = 64 * 1024
 """Bytes a multipart body may hold beyond the image (boundaries, headers, small fields)."""
 SAMPLER_ATTEMPTS = 2
 """A job whose sampler replica dies is run again once, then reported failed."""
+EVENTS_EVERY_S = 0.25
+"""How often an events stream reads its job."""
+EVENTS_KEEPALIVE_S = 15.0
+ENDED = (DONE, FAILED)
 GENERATE = "generate"
 """The task name of a generation on the broker's queue; its one argument is the job id."""
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 REQUEST_NAME = "request.json"
 """Each job's fields, next to its uploaded image and (once done) its results."""
+
+BEARER = HTTPBearer(auto_error=False, description="An API key, where the app has them "
+                                                  "(serve.api_keys)")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+ANYONE = keys.Key("", None)
+"""The caller of an app without keys."""
 
 api = FastAPI(title="SViMo", version="0.1.0",
               description="Generate the video and 3D hand-object motion of a prompt from a "
@@ -200,6 +212,17 @@ class SamplingReplica:
                 log.warning("job %s: no beat (%s)", job_id, e)
 
 
+def _answer(job: dict[str, Any], request: Request) -> dict[str, Any]:
+    """A stored job as the status route and the events show it; file URLs under the app's
+    route prefix (Serve's root_path)."""
+    job_id = job["id"]
+    root = request.scope.get("root_path", "").rstrip("/")
+    files = {name: f"{root}/v1/generations/{job_id}/files/{name}" for name in job["files"]}
+    return {"id": job_id, "status": job["status"], "position": job["position"],
+            "step": job["step"], "num_steps": job["num_steps"], "error": job["error"],
+            "attempts": job["attempts"], "files": files if job["status"] == DONE else {}}
+
+
 def keep_request(cfg: Config, job_id: str, job: dict[str, Any], data: bytes) -> None:
     """The request next to its results: what was asked, and the image as uploaded."""
     with Image.open(io.BytesIO(data)) as im:
@@ -231,6 +254,8 @@ class SViMoAPI:
         self.model_cfg = model_config(model_dir, cfg.storage)
         self.tokenizer = load_tokenizer(self.model_cfg.encoders.tokenizer, cfg.storage)
         self.modes = [m for m in model_modes(model_dir, cfg.storage) if m in HTTP_MODES]
+        self.keys = (keys.load(cfg.serve.api_keys, cfg.storage) if cfg.serve.api_keys
+                     else None)
         self.store = JobStore(cfg.serve, patient=False)
         try:
             self.store.ping()
@@ -267,13 +292,14 @@ class SViMoAPI:
                 "default_steps": s.num_steps, "max_steps": s.max_steps,
                 "modes": self.modes,
                 "max_prompt_tokens": self.model_cfg.model.max_text_tokens,
+                "auth": self.keys is not None,
                 "max_image_bytes": self.cfg.serve.max_image_bytes,
                 "max_image_pixels": self.cfg.serve.max_image_pixels}
 
     # --- submissions ------------------------------------------------------------------------
 
     @api.post("/v1/generations", status_code=202)
-    async def submit(self, request: Request,
+    async def submit(self, request: Request, credentials: Credentials,
                      image: Annotated[UploadFile, File(description="PNG, JPEG or WebP")],
                      prompt: Annotated[str, Form(description="e.g. 'stir the bowl with the "
                                                              "spoon'")],
@@ -281,7 +307,9 @@ class SViMoAPI:
                      seed: Annotated[int | None, Form()] = None,
                      guidance: Annotated[float | None, Form()] = None,
                      mode: Annotated[str | None, Form()] = None) -> JSONResponse:
-        """Queue a generation; answers its id at once (202). 429 + Retry-After when full."""
+        """Queue a generation; answers its id at once (202). 429 + Retry-After when the
+        queue, or the API key's share of it, is full."""
+        caller = self._caller(credentials)
         unknown = sorted(set((await request.form()).keys()) - set(FIELDS))
         if unknown:
             raise HTTPException(422, f"unknown field(s) {unknown}; allowed: {list(FIELDS)}")
@@ -297,10 +325,15 @@ class SViMoAPI:
         except InputError as e:
             raise HTTPException(422, str(e)) from None
         job_id = uuid.uuid4().hex
-        answer = await self._stored(self.store.submit, job_id, job["num_steps"])
+        share = None if self.keys is None else (caller.max_queued
+                                                  or self.cfg.serve.max_queued_per_key)
+        answer = await self._stored(self.store.submit, job_id, job["num_steps"], caller.name,
+                                    share)
         if "retry_after_s" in answer:
             wait = answer["retry_after_s"]
-            return JSONResponse({"detail": f"the queue is full; retry in about {wait} s"},
+            full = ("the queue is full" if answer["full"] == "queue" else
+                    f"key {caller.name!r} has {share} generations queued or running, its limit")
+            return JSONResponse({"detail": f"{full}; retry in about {wait} s"},
                                 status_code=429, headers={"Retry-After": str(wait)})
         await asyncio.to_thread(keep_request, self.cfg, job_id, job, data)  # S3 writes block
         try:
@@ -351,18 +384,50 @@ class SViMoAPI:
     # --- status and results -----------------------------------------------------------------
 
     @api.get("/v1/generations/{job_id}")
-    async def status(self, job_id: str) -> dict[str, Any]:
+    async def status(self, job_id: str, request: Request,
+                     credentials: Credentials) -> dict[str, Any]:
         """queued (with its position) | running (step i of n) | done (with files) | failed."""
-        job = await self._job(job_id)
-        files = {name: f"/v1/generations/{job_id}/files/{name}" for name in job["files"]}
-        return {"id": job_id, "status": job["status"], "position": job["position"],
-                "step": job["step"], "num_steps": job["num_steps"], "error": job["error"],
-                "attempts": job["attempts"], "files": files if job["status"] == DONE else {}}
+        return _answer(await self._job(job_id, credentials), request)
+
+    @api.get("/v1/generations/{job_id}/events",
+             responses={200: {"content": {"text/event-stream": {}},
+                              "description": "`status` events, each the status answer"}})
+    async def events(self, job_id: str, request: Request,
+                     credentials: Credentials) -> StreamingResponse:
+        """Server-sent events: a `status` event (the status answer) whenever the position or
+        step changes, the last one done or failed; a comment every 15 s keeps proxies from
+        closing a quiet stream. The ingress reads the store every 0.25 s for each stream, so
+        clients need not poll."""
+        await self._job(job_id, credentials)  # 401 or 404 before the stream starts
+
+        async def stream():
+            last, quiet = None, 0.0
+            while not await request.is_disconnected():
+                try:
+                    job = await asyncio.to_thread(self.store.get, job_id)
+                except redis.RedisError:  # Redis restarting: the stream waits it out
+                    job = "unavailable"
+                if job is None:
+                    yield f"event: gone\ndata: {json.dumps({'id': job_id})}\n\n"
+                    return
+                if job != "unavailable" and (answer := _answer(job, request)) != last:
+                    yield f"event: status\ndata: {json.dumps(answer)}\n\n"
+                    last, quiet = answer, 0.0
+                    if answer["status"] in ENDED:
+                        return
+                elif quiet >= EVENTS_KEEPALIVE_S:
+                    yield ": waiting\n\n"
+                    quiet = 0.0
+                await asyncio.sleep(EVENTS_EVERY_S)
+                quiet += EVENTS_EVERY_S
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
 
     @api.get("/v1/generations/{job_id}/files/{name}")
-    async def file(self, job_id: str, name: str) -> Response:
+    async def file(self, job_id: str, name: str, credentials: Credentials) -> Response:
         """One file of a finished generation (see /v1/generations/{id} for the names)."""
-        job = await self._job(job_id)
+        job = await self._job(job_id, credentials)
         if job["status"] != DONE or name not in job["files"]:
             raise HTTPException(404, f"generation {job_id} has no file {name!r}"
                                 + ("" if job["status"] == DONE else " yet"))
@@ -372,11 +437,27 @@ class SViMoAPI:
         data = await asyncio.to_thread(read_bytes, path, self.cfg.storage)
         return Response(data, media_type=content_type(name))
 
-    async def _job(self, job_id: str) -> dict[str, Any]:
+    async def _job(self, job_id: str, credentials: HTTPAuthorizationCredentials | None
+                   ) -> dict[str, Any]:
+        """The caller's job: another key's is as unknown as a job that never was (404)."""
+        caller = self._caller(credentials)
         job = await self._stored(self.store.get, job_id) if JOB_ID.match(job_id) else None
-        if job is None:
+        if job is None or (self.keys is not None and job["owner"] != caller.name):
             raise HTTPException(404, f"no generation {job_id!r}")
         return job
+
+    def _caller(self, credentials: HTTPAuthorizationCredentials | None) -> keys.Key:
+        """Whose request this is: the bearer key's, where the app has keys (else 401)."""
+        if self.keys is None:
+            return ANYONE
+        if credentials is None:
+            raise HTTPException(401, "send an API key: Authorization: Bearer <key>",
+                                headers={"WWW-Authenticate": "Bearer"})
+        key = self.keys.get(keys.digest(credentials.credentials))
+        if key is None:
+            raise HTTPException(401, "this API key is not known",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return key
 
     # --- checks -------------------------------------------------------------------------------
 
@@ -446,7 +527,11 @@ def build_app(cfg: Config) -> serve.Application:
     """The two deployments wired together for `cfg` (serve.*, sample.* step limits)."""
     s = cfg.serve
     model_dir = find_model(absolute(cfg.model_path(s.model)), cfg.storage)
-    cfg = dataclasses.replace(cfg, serve=dataclasses.replace(s, results=absolute(s.results)))
+    s = dataclasses.replace(s, results=absolute(s.results),
+                            api_keys=s.api_keys and absolute(s.api_keys))
+    if s.api_keys:
+        keys.load(s.api_keys, cfg.storage)  # a bad keys file fails `serve run` at once
+    cfg = dataclasses.replace(cfg, serve=s)
     replica = {"num_cpus": s.replica_cpus, "num_gpus": s.replica_gpus}
     if s.accelerator_type:
         replica["accelerator_type"] = s.accelerator_type

@@ -35,12 +35,17 @@ DEFAULT_WAIT_S = 30.0
 """Retry-After before any generation has finished (no timing to estimate from)."""
 SEND_GRACE_S = 30.0
 """A queued job whose message was not sent this long after its admission lost its ingress."""
+OWNER = "owner:"
+"""Key of an owner's active jobs: <prefix>owner:<name>."""
 RETRY = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=40)
 """A patient store's calls ride out a Redis restart of about a minute."""
 
-# KEYS: job hash, queued zset, active set, sequence. ARGV: id, num_steps, max_queued, owner.
+# KEYS: job hash, queued zset, active set, sequence, the owner's active set. ARGV: id,
+# num_steps, max_queued, owner, the owner's max_queued. Returns the position, -1 when the
+# queue is full, -2 when the owner's share is.
 _SUBMIT = """
 if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[3]) then return -1 end
+if redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[5]) then return -2 end
 local now = redis.call('TIME')
 local seq = redis.call('INCR', KEYS[4])
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'status', 'queued', 'step', 0,
@@ -48,6 +53,7 @@ redis.call('HSET', KEYS[1], 'id', ARGV[1], 'status', 'queued', 'step', 0,
            'submitted', now[1] + now[2] / 1e6)
 redis.call('ZADD', KEYS[2], seq, ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[5], ARGV[1])
 return redis.call('ZRANK', KEYS[2], ARGV[1])
 """
 # KEYS: job hash, queued zset. Returns 1 when this call started the job.
@@ -69,7 +75,7 @@ if tonumber(ARGV[1]) >= 0 then redis.call('HSET', KEYS[1], 'step', ARGV[1], 'num
 return 1
 """
 # KEYS: job hash, active set, queued zset, durations list. ARGV: id, status, field, value,
-# keep seconds. Returns 1 when the job was still unfinished.
+# keep seconds, the owners' key prefix. Returns 1 when the job was still unfinished.
 _END = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then return 0 end
@@ -85,11 +91,13 @@ if ARGV[2] == 'done' then
   end
 end
 redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('SREM', ARGV[6] .. redis.call('HGET', KEYS[1], 'owner'), ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
-# KEYS: job hash, queued zset, active set. ARGV: id, lease s, max attempts, keep s, grace s.
+# KEYS: job hash, queued zset, active set. ARGV: id, lease s, max attempts, keep s, grace s,
+# the owners' key prefix.
 # Returns 1: send its message again; 0: nothing to do; -1: failed (no attempts left).
 _REAP = """
 local job = redis.call('HMGET', KEYS[1], 'status', 'beat', 'attempts', 'seq', 'sent',
@@ -101,6 +109,7 @@ if job[1] == 'running' and now - tonumber(job[2]) > tonumber(ARGV[2]) then
     redis.call('HSET', KEYS[1], 'status', 'failed', 'finished', now, 'error',
                'its sampler replica stopped ' .. job[3] .. ' times')
     redis.call('SREM', KEYS[3], ARGV[1])
+    redis.call('SREM', ARGV[6] .. redis.call('HGET', KEYS[1], 'owner'), ARGV[1])
     redis.call('EXPIRE', KEYS[1], ARGV[4])
     return -1
   end
@@ -158,13 +167,19 @@ class JobStore:
 
     # --- the ingress ----------------------------------------------------------------------
 
-    def submit(self, job_id: str, num_steps: int, owner: str = "") -> dict[str, int]:
-        """Admit a job: {"position": n}, or {"retry_after_s": n} when the queue is full."""
+    def submit(self, job_id: str, num_steps: int, owner: str = "",
+               owner_max_queued: int | None = None) -> dict[str, Any]:
+        """Admit a job of `owner` (an API key's name; "" without keys): {"position": n}, or
+        {"retry_after_s": n, "full": "queue" | "owner"} when the queue, or the owner's share
+        of it (`owner_max_queued` jobs queued or running), is full."""
+        limit = self.max_queued if owner_max_queued is None else owner_max_queued
         position = self._submit(keys=[self._job_key(job_id), self._key("queued"),
-                                      self._key("active"), self._key("seq")],
-                                args=[job_id, num_steps, self.max_queued, owner])
+                                      self._key("active"), self._key("seq"),
+                                      self._key(OWNER + owner)],
+                                args=[job_id, num_steps, self.max_queued, owner, limit])
         if position < 0:
-            return {"retry_after_s": self._retry_after()}
+            return {"retry_after_s": self._retry_after(),
+                    "full": "queue" if position == -1 else "owner"}
         return {"position": position}
 
     def sent(self, job_id: str) -> None:
@@ -179,7 +194,7 @@ class JobStore:
         for job_id in self.redis.smembers(self._key("active")):
             if self._reap(keys=[self._job_key(job_id), self._key("queued"), self._key("active")],
                           args=[job_id, lease_s, max_attempts, self.keep_finished_s,
-                                SEND_GRACE_S]) == 1:
+                                SEND_GRACE_S, self._key(OWNER)]) == 1:
                 resend.append(job_id)
         return resend
 
@@ -204,7 +219,8 @@ class JobStore:
     def _finish(self, job_id: str, status: str, field: str, value: str) -> bool:
         return self._end(keys=[self._job_key(job_id), self._key("active"), self._key("queued"),
                                self._key("durations")],
-                         args=[job_id, status, field, value, self.keep_finished_s]) == 1
+                         args=[job_id, status, field, value, self.keep_finished_s,
+                               self._key(OWNER)]) == 1
 
     # --- answers ------------------------------------------------------------------------------
 

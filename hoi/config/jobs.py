@@ -433,6 +433,12 @@ class ServeConfig:
     accelerator_type: str | None = None
     """The GPU model the sampler replicas run on (as train.accelerator_type), which keeps
     them off a cluster's training nodes; None: any node."""
+    api_keys: str | None = None
+    """A file of hashed API keys (local or s3://; `python -m serve.keys add`): every route but
+    the page, /healthz, /v1/config and the docs then wants a key as a bearer token, and a
+    generation is reachable only with the key that submitted it. None: no keys."""
+    max_queued_per_key: int = 8
+    """Jobs queued or running per API key, where its line in the keys file names none."""
     max_image_bytes: int = 10_000_000
     """Largest accepted image upload in bytes."""
     max_image_pixels: int = 16_000_000
@@ -443,7 +449,8 @@ class ServeConfig:
                  "serve.min_replicas must be >= 0 and <= serve.max_replicas (>= 1)")
         require(self.broker.startswith(("redis://", "rediss://")),
                 "serve.broker must be a redis:// or rediss:// URL")
-        require(self.ingress_replicas >= 1, "serve.ingress_replicas must be >= 1")
+        require(self.ingress_replicas >= 1 and self.max_queued_per_key >= 1,
+                "serve.ingress_replicas and serve.max_queued_per_key must be >= 1")
         require(self.lease_s > 0 and self.reap_every_s > 0 and self.queue_poll_s > 0
                 and self.keep_finished_s > 0,
                 "serve.lease_s, reap_every_s, queue_poll_s and keep_finished_s must be > 0")

@@ -1,4 +1,4 @@
-/* svimo web page: read /v1/config, submit a generation, poll it, show its files.
+/* svimo web page: read /v1/config, submit a generation, follow its events, show its files.
  *
  * The server is the judge of every input (the form is novalidate): whatever it answers with a
  * 4xx/429/503 is shown verbatim in #error (its "detail"), with Retry-After when it gives one.
@@ -7,7 +7,8 @@
 (function () {
   "use strict";
 
-  const POLL_MS = 500;
+  const RECONNECT_MS = 1000;
+  const ENDED = ["done", "failed"];
   const DOWNLOADS = ["preview.mp4", "preview.png", "motion.json", "motion.npz"];
 
   const $ = (id) => document.getElementById(id);
@@ -20,13 +21,15 @@
     outputs: $("outputs"), video: $("video"), motionFigure: $("motion-figure"),
     motionVideo: $("motion-video"), view3dBox: $("view3d-box"), view3d: $("view3d"),
     noMotion: $("no-motion"), downloads: $("downloads"), resetView: $("reset-view"),
-    frameLabel: $("frame-label"),
+    frameLabel: $("frame-label"), keyBox: $("key-box"), apiKey: $("api-key"),
   };
+  const KEY_STORE = "svimo-api-key";
 
   const viewer = window.SvimoViewer.create(el.view3d, { frameLabel: el.frameLabel });
   let config = null;
   let job = null;        // {id, timer} of the generation being followed
   let thumbUrl = null;   // object URL of the thumbnail, revoked when replaced
+  let fileUrls = [];     // object URLs of a keyed app's result files, revoked when replaced
 
   // -- helpers --------------------------------------------------------------------------------
 
@@ -34,6 +37,23 @@
     el.status.textContent = text;
     el.progress.max = Math.max(1, total);
     el.progress.value = Math.min(step, Math.max(1, total));
+  }
+
+  /** The API key as a bearer token, where the server wants one. */
+  function authHeaders() {
+    const key = el.apiKey.value.trim();
+    return config && config.auth && key ? { Authorization: `Bearer ${key}` } : {};
+  }
+
+  /** A URL the page can show a result file by: the file's own, or, where the server wants a
+   * key (which a <video> cannot send), an object URL of the file fetched with it. */
+  async function fileUrl(url) {
+    if (!(config && config.auth)) return url;
+    const response = await fetch(url, { headers: authHeaders() });
+    if (!response.ok) throw new Error(await errorMessage(response));
+    const local = URL.createObjectURL(await response.blob());
+    fileUrls.push(local);
+    return local;
   }
 
   function showError(message) {
@@ -89,6 +109,8 @@
       return;
     }
     config = await response.json();
+    el.keyBox.hidden = !config.auth;
+    el.apiKey.value = localStorage.getItem(KEY_STORE) || "";
     el.config.textContent = `${config.num_frames} frames x ${config.width}x${config.height}` +
       ` px at ${config.fps} fps`;
     el.mode.replaceChildren(...config.modes.map((m) => new Option(m.replace(/_/g, " "), m)));
@@ -114,6 +136,9 @@
     thumbUrl = URL.createObjectURL(file);
     el.thumb.src = thumbUrl;
     el.thumbBox.hidden = false;
+  });
+  el.apiKey.addEventListener("change", () => {
+    localStorage.setItem(KEY_STORE, el.apiKey.value.trim());
   });
   // A file the browser cannot show is still sent: the server says what is wrong with it.
   el.thumb.addEventListener("error", () => { el.thumbBox.hidden = true; });
@@ -145,7 +170,8 @@
     setStatus("submitting\u2026");
     let response;
     try {
-      response = await fetch("v1/generations", { method: "POST", body: form });
+      response = await fetch("v1/generations",
+        { method: "POST", body: form, headers: authHeaders() });
     } catch (err) {
       setStatus("not submitted");
       showError(`Could not reach the server: ${err.message}`);
@@ -166,43 +192,71 @@
   // -- following a generation -----------------------------------------------------------------
 
   function follow(id) {
-    job = { id, timer: null, started: performance.now(), failures: 0 };
-    job.timer = setTimeout(poll, POLL_MS);
+    job = { id, abort: new AbortController(), started: performance.now(), failures: 0 };
+    listen(job);
   }
 
   function stopFollowing() {
-    if (job && job.timer !== null) clearTimeout(job.timer);
+    if (job) job.abort.abort();
     job = null;
   }
 
-  async function poll() {
-    const current = job;
-    if (!current) return;
-    current.timer = null;
-    let response;
-    try {
-      response = await fetch(`v1/generations/${encodeURIComponent(current.id)}`);
-    } catch (err) {
-      // A dropped connection is worth a few retries before giving up on the generation.
-      current.failures += 1;
-      if (current.failures >= 10) {
-        finish("lost contact", `Could not reach the server: ${err.message}`);
-      } else if (job === current) {
-        current.timer = setTimeout(poll, POLL_MS * 2);
+  /** Follow the generation's server-sent events (read with fetch, which can send the API
+   * key, unlike EventSource); a dropped stream is opened again, up to 10 times in a row. */
+  async function listen(current) {
+    while (job === current) {
+      let ended = false;
+      try {
+        const response = await fetch(`v1/generations/${encodeURIComponent(current.id)}/events`,
+          { headers: authHeaders(), signal: current.abort.signal });
+        if (!response.ok) {
+          finish("lost", await errorMessage(response));
+          return;
+        }
+        current.failures = 0;
+        ended = await readEvents(response.body, (name, data) => {
+          if (job !== current) return;
+          if (name === "status") render(data);
+          if (name === "gone") finish("lost", "The server no longer knows this generation.");
+        });
+      } catch (err) {
+        if (current.abort.signal.aborted) return;
+        current.failures += 1;
+        if (current.failures >= 10) {
+          finish("lost contact", `Could not reach the server: ${err.message}`);
+          return;
+        }
       }
-      return;
+      if (ended || job !== current) return;
+      await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS));
     }
-    if (job !== current) return;  // a newer submission took over meanwhile
-    if (!response.ok) {
-      finish("lost", await errorMessage(response));
-      return;
-    }
-    current.failures = 0;
-    const body = await response.json();
-    if (job !== current) return;
-    render(body);
-    if (body.status === "queued" || body.status === "running") {
-      current.timer = setTimeout(poll, POLL_MS);
+  }
+
+  /** Calls onEvent(name, parsed data) for each event of a text/event-stream body; true when
+   * the stream's last event ended the generation. */
+  async function readEvents(body, onEvent) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    let ended = false;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return ended;
+      buffer += value;
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        let name = "message";
+        const data = [];
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event:")) name = line.slice(6).trim();
+          else if (line.startsWith("data:")) data.push(line.slice(5).trim());
+        }
+        if (!data.length) continue;  // a keep-alive comment
+        const parsed = JSON.parse(data.join("\n"));
+        ended = name === "gone" || (name === "status" && ENDED.includes(parsed.status));
+        onEvent(name, parsed);
+      }
     }
   }
 
@@ -249,15 +303,24 @@
     el.noMotion.hidden = true;
     el.downloads.replaceChildren();
     viewer.clear();
+    for (const url of fileUrls) URL.revokeObjectURL(url);
+    fileUrls = [];
   }
 
-  function showResults(files) {
+  async function showResults(files) {
     el.placeholder.hidden = true;
     el.outputs.hidden = false;
+    const urls = {};
+    try {
+      for (const name of Object.keys(files)) urls[name] = await fileUrl(files[name]);
+    } catch (err) {
+      showError(`Could not load the results: ${err.message}`);
+      return;
+    }
 
-    if (files["video.mp4"]) el.video.src = files["video.mp4"];
-    if (files["motion_video.mp4"]) {
-      el.motionVideo.src = files["motion_video.mp4"];
+    if (urls["video.mp4"]) el.video.src = urls["video.mp4"];
+    if (urls["motion_video.mp4"]) {
+      el.motionVideo.src = urls["motion_video.mp4"];
       el.motionFigure.hidden = false;
     }
 
@@ -265,7 +328,7 @@
       .concat(Object.keys(files).filter((n) => !DOWNLOADS.includes(n)).sort());
     el.downloads.replaceChildren(...links.map((name) => {
       const a = document.createElement("a");
-      a.href = files[name];
+      a.href = urls[name];
       a.download = name;
       a.textContent = name;
       const li = document.createElement("li");
@@ -273,9 +336,9 @@
       return li;
     }));
 
-    if (files["motion.json"]) {
+    if (urls["motion.json"]) {
       el.view3dBox.hidden = false;
-      loadMotion(files["motion.json"]);
+      loadMotion(urls["motion.json"]);
     } else {
       el.noMotion.hidden = false;
     }
@@ -285,7 +348,7 @@
     const current = el.video.src;
     let motion;
     try {
-      const response = await fetch(url);
+      const response = await fetch(url, { headers: authHeaders() });
       if (!response.ok) throw new Error(await errorMessage(response));
       motion = await response.json();
     } catch (err) {

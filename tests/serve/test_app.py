@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -37,10 +38,12 @@ def submit(url: str, image: bytes | None = None, **fields) -> requests.Response:
                          files={"image": ("ref.png", image or png(), "image/png")}, timeout=30)
 
 
-def wait_done(url: str, job_id: str, timeout_s: float = 120) -> dict:
+def wait_done(url: str, job_id: str, timeout_s: float = 120,
+              headers: dict[str, str] | None = None) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        status = requests.get(f"{url}/v1/generations/{job_id}", timeout=10).json()
+        status = requests.get(f"{url}/v1/generations/{job_id}", timeout=10,
+                              headers=headers).json()
         if status["status"] in ("done", "failed"):
             return status
         time.sleep(0.2)
@@ -67,6 +70,39 @@ def test_whole_flow(svimo_url: str) -> None:
     assert len(motion["bones"]) == 40
     health = requests.get(f"{svimo_url}/healthz", timeout=10).json()
     assert health["status"] == "ok"
+
+
+def read_events(response: requests.Response) -> list[tuple[str, dict]]:
+    """(name, data) of each event of a text/event-stream response, comments left out."""
+    events, name, data = [], "message", []
+    for line in response.iter_lines(decode_unicode=True):
+        if line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif line == "" and data:
+            events.append((name, json.loads("\n".join(data))))
+            name, data = "message", []
+    return events
+
+
+def test_events_stream_the_position_and_steps_then_the_files(svimo_url: str) -> None:
+    drain(svimo_url)
+    job = submit(svimo_url, num_steps=8).json()["id"]
+    with requests.get(f"{svimo_url}/v1/generations/{job}/events", stream=True,
+                      timeout=120) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = read_events(r)
+    assert {name for name, _ in events} == {"status"}, events
+    answers = [data for _, data in events]
+    assert answers[-1]["status"] == "done" and "video.mp4" in answers[-1]["files"], answers
+    assert answers[-1] == requests.get(f"{svimo_url}/v1/generations/{job}", timeout=10).json()
+    assert all(a != b for a, b in zip(answers, answers[1:], strict=False))  # changes only
+    steps = [a["step"] for a in answers if a["status"] == "running"]
+    assert steps == sorted(steps) and len(set(steps)) >= 2, answers
+    missing = requests.get(f"{svimo_url}/v1/generations/{'0' * 32}/events", timeout=10)
+    assert missing.status_code == 404
 
 
 def flat(width: int, height: int, fmt: str) -> bytes:
