@@ -15,8 +15,10 @@ import pytest
 import yaml
 
 from cluster.local import free_port
-from hoi.config import StorageConfig
+from hoi.config import StorageConfig, load_config
 from hoi.untrained import write_untrained_model
+from serve import keys
+from serve.app import build_app
 from serve.broker import LocalRedis
 from serve.health import wait_healthy
 
@@ -28,6 +30,7 @@ MAX_IMAGE_BYTES = 1_000_000
 MAX_IMAGE_PIXELS = 4_000_000
 LEASE_S = 6.0
 DOWNSCALE_DELAY_S = 10.0
+PREFIX = "/keyed"
 
 
 
@@ -86,3 +89,25 @@ def svimo_url(ray_local: None, redis_server: LocalRedis, tiny_model: str,
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         serve.shutdown()
+
+
+@pytest.fixture(scope="package")
+def keyed(svimo_url: str, redis_server: LocalRedis, tiny_model: str,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    """The app with two keys (alice may have one job queued or running) under /keyed."""
+    from ray import serve
+
+    root = tmp_path_factory.mktemp("keyed")
+    path = root / "keys.txt"
+    issued = {"alice": keys.add(path, "alice", 1), "bob": keys.add(path, "bob")}
+    cfg = load_config(flavour="svimo-tiny", overrides=[
+        "--serve.model", tiny_model, "--serve.results", str(root / "results"),
+        "--serve.broker", redis_server.url, "--serve.queue", "keyed",
+        "--serve.api_keys", str(path), "--serve.min_replicas", "0", "--serve.max_replicas", "1",
+        "--serve.replica_cpus", "0.25", "--serve.lease_s", str(LEASE_S),
+        "--sample.num_steps", "2", "--sample.max_steps", "8"])
+    serve.run(build_app(cfg), name="keyed", route_prefix=PREFIX)
+    url = svimo_url + PREFIX
+    wait_healthy(url, 120)
+    yield url, issued
+    serve.delete("keyed")

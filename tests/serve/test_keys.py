@@ -4,22 +4,14 @@ its own generations, a key's share of the queue, and the page asks for the key."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from ray import serve
 
-from hoi.config import load_config
 from serve import keys
-from serve.app import build_app
-from serve.broker import LocalRedis
-from serve.health import wait_healthy
-from tests.serve.conftest import LEASE_S
+from tests.serve.conftest import PREFIX
 from tests.serve.test_app import png, wait_done
-
-PREFIX = "/keyed"
 
 
 def test_the_keys_command_prints_a_key_once_and_keeps_its_hash(tmp_path: Path, capsys) -> None:
@@ -44,26 +36,6 @@ def test_the_keys_command_prints_a_key_once_and_keeps_its_hash(tmp_path: Path, c
 def test_a_bad_keys_file_says_which_line(text: str, words: str) -> None:
     with pytest.raises(keys.KeysError, match=words.replace("[", r"\[")):
         keys.parse(text, "keys.txt")
-
-
-@pytest.fixture(scope="module")
-def keyed(svimo_url: str, redis_server: LocalRedis, tiny_model: str,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    """The app with two keys (alice may have one job queued or running) under /keyed."""
-    root = tmp_path_factory.mktemp("keyed")
-    path = root / "keys.txt"
-    issued = {"alice": keys.add(path, "alice", 1), "bob": keys.add(path, "bob")}
-    cfg = load_config(flavour="svimo-tiny", overrides=[
-        "--serve.model", tiny_model, "--serve.results", str(root / "results"),
-        "--serve.broker", redis_server.url, "--serve.queue", "keyed",
-        "--serve.api_keys", str(path), "--serve.min_replicas", "0", "--serve.max_replicas", "1",
-        "--serve.replica_cpus", "0.25", "--serve.lease_s", str(LEASE_S),
-        "--sample.num_steps", "2", "--sample.max_steps", "8"])
-    serve.run(build_app(cfg), name="keyed", route_prefix=PREFIX)
-    url = svimo_url + PREFIX
-    wait_healthy(url, 120)
-    yield url, issued
-    serve.delete("keyed")
 
 
 def _auth(key: str) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """The web page in a real browser: Debian's chromium driven by Playwright against the running app.
 
 One generation end to end through the page: the form is filled from /v1/config, the page
-polls until done, the MP4 decodes in the browser (H.264 yuv420p), the 3D view draws every
+follows its events until done, the MP4 decodes in the browser (H.264 yuv420p), the 3D view draws every
 frame of motion.json and turns under a mouse drag; a bad upload shows the server's message.
 """
 
@@ -162,3 +162,34 @@ def test_page_generates_and_shows_video_and_3d_motion(page: Page, svimo_url: str
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
     assert pixels.shape[0] > 100 and pixels.shape[1] > 100
     assert pixels.var() > 0
+
+
+def test_the_page_asks_for_a_key_where_the_app_wants_one(page: Page, keyed,
+                                                          tmp_path: Path) -> None:
+    """The keyed app's page (under its route prefix): the key field shows; without a key the
+    server's 401 is shown; with it the generation ends done and its video, fetched with the
+    key, decodes."""
+    url, issued = keyed
+    image = tmp_path / "first_frame.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+                    ).save(image)
+    page.goto(f"{url}/")
+    page.wait_for_function("document.querySelector('#mode').options.length > 0")
+    assert page.is_visible("#api-key")
+    page.set_input_files("#image", str(image))
+    page.fill("#prompt", "stir the bowl with the spoon")
+    page.fill("#steps", "2")
+    page.click("#generate")
+    page.wait_for_function("document.querySelector('#error').textContent.includes('401')")
+    assert "API key" in _text(page, "#error")
+    page.fill("#api-key", issued["bob"])
+    page.click("#generate")
+    page.wait_for_function(
+        "['done', 'failed', 'lost'].some(s => document.querySelector('#status')"
+        ".textContent.startsWith(s))", timeout=GENERATION_TIMEOUT_MS)
+    status = _text(page, "#status")
+    assert status.startswith("done"), f"status {status!r}, error {_text(page, '#error')!r}"
+    page.wait_for_function(
+        "(v => v.readyState >= 2 && v.videoWidth > 0)(document.querySelector('#video'))")
+    assert page.eval_on_selector("#video", "v => v.currentSrc").startswith("blob:")
+    page.wait_for_function("document.querySelector('#view3d').dataset.drawn === '1'")
