@@ -40,6 +40,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import ray
 import redis
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -62,7 +63,7 @@ from hoi.outputs import content_type, write_generation
 from hoi.pipeline import InputError, SViMoPipeline, check_prompt, model_modes
 from hoi.resources import Reservation, accelerator
 from hoi.storage import absolute, is_s3, join, read_bytes, read_text, write_bytes, write_text
-from serve import keys
+from serve import keys, uploads
 from serve.autoscaling import JobsAutoscalingPolicy
 from serve.jobs import DONE, FAILED, JobStore, StoreUnavailable
 
@@ -70,13 +71,14 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
-FIELDS = ("image", "prompt", "num_steps", "seed", "guidance", "mode")
-HTTP_MODES = ("joint", "video_only")
-"""Modes a submission can ask for: the other two need a motion or video upload (batch job)."""
+FIELDS = ("image", "prompt", "num_steps", "seed", "guidance", "mode", "motion", "video", "K")
+MOTION_NAME, VIDEO_NAME = "input_motion.npz", "input_video.mp4"
+"""A request's motion (motion_to_video, as an .npz whatever was uploaded) and video
+(video_to_motion), next to its image."""
 MAX_SEED = 2**63 - 1
 MAX_GUIDANCE = 100.0
 FORM_OVERHEAD = 64 * 1024
-"""Bytes a multipart body may hold beyond the image (boundaries, headers, small fields)."""
+"""Bytes a multipart body may hold beyond its files (boundaries, headers, small fields)."""
 SAMPLER_ATTEMPTS = 2
 """A job whose sampler replica dies is run again once, then reported failed."""
 EVENTS_EVERY_S = 0.25
@@ -107,12 +109,17 @@ api = FastAPI(title="SViMo", version="0.1.0",
 MAX_BODY_ENV = "SVIMO_MAX_BODY"
 
 
+def max_body(s: ServeConfig) -> int:
+    """The largest submission: an image, and a motion or a video, and the form around them."""
+    return s.max_image_bytes + max(s.max_motion_bytes, s.max_video_bytes) + FORM_OVERHEAD
+
+
 @api.middleware("http")
 async def limit_body(request: Request, call_next):
-    """Refuse a submission whose body is larger than an image may be, before reading it."""
+    """Refuse a submission whose body is larger than its files may be, before reading it."""
     if request.method == "POST":
         length = request.headers.get("content-length")
-        limit = int(os.environ.get(MAX_BODY_ENV, ServeConfig.max_image_bytes + FORM_OVERHEAD))
+        limit = int(os.environ.get(MAX_BODY_ENV, max_body(ServeConfig())))
         if length is None:
             return JSONResponse({"detail": "send a Content-Length header"}, status_code=411)
         if not length.isdigit():
@@ -194,7 +201,9 @@ class SamplingReplica:
         try:
             gen = self.pipe(request["image"], request["prompt"], num_steps=request["num_steps"],
                             seed=request["seed"], guidance_scale=request["guidance"],
-                            mode=request["mode"],
+                            mode=request["mode"], joints=request.get("joints"),
+                            points=request.get("points"), video=request.get("video"),
+                            K=request.get("K"),
                             progress=lambda step, total: self.store.beat(job_id, step, total))
         except InputError as e:
             self.store.fail(job_id, str(e))
@@ -223,21 +232,35 @@ def _answer(job: dict[str, Any], request: Request) -> dict[str, Any]:
             "attempts": job["attempts"], "files": files if job["status"] == DONE else {}}
 
 
-def keep_request(cfg: Config, job_id: str, job: dict[str, Any], data: bytes) -> None:
-    """The request next to its results: what was asked, and the image as uploaded."""
+def keep_request(cfg: Config, job_id: str, job: dict[str, Any], data: bytes,
+                 inputs: dict[str, bytes]) -> None:
+    """The request next to its results: what was asked, the image as uploaded, and the
+    motion or video the mode takes (`inputs`: file name -> bytes)."""
     with Image.open(io.BytesIO(data)) as im:
         suffix = IMAGE_FORMATS[im.format]
     directory = join(cfg.serve.results, job_id)
     write_bytes(join(directory, "input" + suffix), data, cfg.storage)
-    fields = {k: v for k, v in job.items() if k != "image"} | {"image": "input" + suffix}
+    for name, content in inputs.items():
+        write_bytes(join(directory, name), content, cfg.storage)
+    fields = {k: v for k, v in job.items() if k != "image"} | {"image": "input" + suffix,
+                                                              "inputs": sorted(inputs)}
     write_text(join(directory, REQUEST_NAME), json.dumps(fields, indent=2), cfg.storage)
 
 
 def load_request(cfg: Config, job_id: str) -> dict[str, Any]:
-    """A job as `keep_request` stored it."""
+    """A job as `keep_request` stored it: the pipeline's arguments."""
     directory = join(cfg.serve.results, job_id)
     job = json.loads(read_text(join(directory, REQUEST_NAME), cfg.storage))
-    return job | {"image": read_bytes(join(directory, job["image"]), cfg.storage)}
+    job["image"] = read_bytes(join(directory, job["image"]), cfg.storage)
+    inputs = job.pop("inputs", [])
+    if MOTION_NAME in inputs:
+        with np.load(io.BytesIO(read_bytes(join(directory, MOTION_NAME), cfg.storage))) as m:
+            job["joints"], job["points"] = m["joints"], m["points"]
+    if VIDEO_NAME in inputs:
+        job["video"] = read_bytes(join(directory, VIDEO_NAME), cfg.storage)
+    if job.get("K") is not None:
+        job["K"] = np.asarray(job["K"], np.float32)
+    return job
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,7 +276,7 @@ class SViMoAPI:
         self.cfg, self.model_dir = cfg, model_dir
         self.model_cfg = model_config(model_dir, cfg.storage)
         self.tokenizer = load_tokenizer(self.model_cfg.encoders.tokenizer, cfg.storage)
-        self.modes = [m for m in model_modes(model_dir, cfg.storage) if m in HTTP_MODES]
+        self.modes = list(model_modes(model_dir, cfg.storage))
         self.keys = (keys.load(cfg.serve.api_keys, cfg.storage) if cfg.serve.api_keys
                      else None)
         self.store = JobStore(cfg.serve, patient=False)
@@ -306,7 +329,18 @@ class SViMoAPI:
                      num_steps: Annotated[int | None, Form()] = None,
                      seed: Annotated[int | None, Form()] = None,
                      guidance: Annotated[float | None, Form()] = None,
-                     mode: Annotated[str | None, Form()] = None) -> JSONResponse:
+                     mode: Annotated[str | None, Form()] = None,
+                     motion: Annotated[UploadFile | None, File(
+                         description="motion_to_video: an .npz with arrays joints (N, 42, 3) "
+                                     "and points (N, 298, 3), or a motion.json, metres in the "
+                                     "camera frame")] = None,
+                     video: Annotated[UploadFile | None, File(
+                         description="video_to_motion: an MP4 of the model's frame "
+                                     "count")] = None,
+                     K: Annotated[str | None, Form(
+                         description="motion_to_video: the 3 x 3 intrinsics the motion is "
+                                     "drawn with, as JSON; default: the data's field of "
+                                     "view")] = None) -> JSONResponse:
         """Queue a generation; answers its id at once (202). 429 + Retry-After when the
         queue, or the API key's share of it, is full."""
         caller = self._caller(credentials)
@@ -324,6 +358,8 @@ class SViMoAPI:
             check_prompt(prompt, self.tokenizer, self.model_cfg.model.max_text_tokens)
         except InputError as e:
             raise HTTPException(422, str(e)) from None
+        inputs = await self._check_inputs(job["mode"], motion, video, K)
+        job["K"] = inputs.pop("K")
         job_id = uuid.uuid4().hex
         share = None if self.keys is None else (caller.max_queued
                                                   or self.cfg.serve.max_queued_per_key)
@@ -335,7 +371,7 @@ class SViMoAPI:
                     f"key {caller.name!r} has {share} generations queued or running, its limit")
             return JSONResponse({"detail": f"{full}; retry in about {wait} s"},
                                 status_code=429, headers={"Retry-After": str(wait)})
-        await asyncio.to_thread(keep_request, self.cfg, job_id, job, data)  # S3 writes block
+        await asyncio.to_thread(keep_request, self.cfg, job_id, job, data, inputs)  # S3 blocks
         try:
             await self._send(job_id)
         except Exception as e:  # noqa: BLE001 (admitted and stored: the reaper sends it)
@@ -498,6 +534,43 @@ class SViMoAPI:
                                      f"got {value}")
         return value
 
+    async def _check_inputs(self, mode: str, motion: UploadFile | None,
+                            video: UploadFile | None, K: str | None) -> dict[str, Any]:
+        """The uploads `mode` takes, checked: {"K": list | None, and the files to keep}."""
+        needs = {"motion_to_video": "motion", "video_to_motion": "video"}.get(mode)
+        given = {name for name, value in (("motion", motion), ("video", video), ("K", K))
+                 if value is not None}
+        extra = given - ({needs, "K"} if needs == "motion" else {needs})
+        if extra:
+            raise HTTPException(422, f"mode {mode!r} takes no {sorted(extra)}")
+        if needs is not None and needs not in given:
+            raise HTTPException(422, f"mode {mode!r} needs a {needs} upload")
+        s, frames = self.cfg.serve, self.model_cfg.data.num_frames
+        inputs: dict[str, Any] = {"K": None}
+        try:
+            if motion is not None:
+                data = await self._read_upload(motion, "motion", s.max_motion_bytes)
+                joints, points = uploads.read_motion(data, frames)
+                buffer = io.BytesIO()
+                np.savez(buffer, joints=joints, points=points)
+                inputs[MOTION_NAME] = buffer.getvalue()
+            if video is not None:
+                data = await self._read_upload(video, "video", s.max_video_bytes)
+                await asyncio.to_thread(uploads.check_video, data, frames, s.max_image_pixels)
+                inputs[VIDEO_NAME] = data
+            if K is not None:
+                inputs["K"] = uploads.parse_intrinsics(K).tolist()
+        except uploads.UploadError as e:
+            raise HTTPException(e.status, str(e)) from None
+        return inputs
+
+    @staticmethod
+    async def _read_upload(upload: UploadFile, what: str, limit: int) -> bytes:
+        data = await upload.read(limit + 1)
+        if len(data) > limit:
+            raise HTTPException(413, f"the {what} has more than {limit} bytes, the limit")
+        return data
+
     def _check_mode(self, mode: str | None) -> str:
         if mode is None:
             return "joint"
@@ -552,8 +625,7 @@ def build_app(cfg: Config) -> serve.Application:
         # asks for one
         ray_actor_options=replica,
     ).bind(model_dir, cfg)
-    max_body = str(s.max_image_bytes + FORM_OVERHEAD)
     return SViMoAPI.options(
         num_replicas=s.ingress_replicas,
-        ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": {MAX_BODY_ENV: max_body}}},
+        ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": {MAX_BODY_ENV: str(max_body(s))}}},
     ).bind(model_dir, cfg, sampler)

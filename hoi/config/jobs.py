@@ -442,7 +442,12 @@ class ServeConfig:
     max_image_bytes: int = 10_000_000
     """Largest accepted image upload in bytes."""
     max_image_pixels: int = 16_000_000
-    """Largest accepted image in pixels (width x height), checked before decoding."""
+    """Largest accepted image, or video frame, in pixels (width x height), checked before
+    decoding."""
+    max_video_bytes: int = 64_000_000
+    """Largest accepted video upload (video_to_motion) in bytes."""
+    max_motion_bytes: int = 8_000_000
+    """Largest accepted motion upload (motion_to_video: .npz or motion.json) in bytes."""
 
     def __post_init__(self) -> None:
         require(0 <= self.min_replicas <= self.max_replicas and self.max_replicas >= 1,
@@ -456,8 +461,10 @@ class ServeConfig:
                 "serve.lease_s, reap_every_s, queue_poll_s and keep_finished_s must be > 0")
         require(self.target_ongoing_requests > 0 and self.max_queued >= 1,
                  "serve.target_ongoing_requests must be > 0 and serve.max_queued >= 1")
-        require(self.max_image_bytes > 0 and self.max_image_pixels > 0,
-                 "serve.max_image_bytes and max_image_pixels must be > 0")
+        require(min(self.max_image_bytes, self.max_image_pixels, self.max_video_bytes,
+                    self.max_motion_bytes) > 0,
+                 "serve.max_image_bytes, max_image_pixels, max_video_bytes and "
+                 "max_motion_bytes must be > 0")
 
 
 @dataclass

@@ -22,6 +22,8 @@
     motionVideo: $("motion-video"), view3dBox: $("view3d-box"), view3d: $("view3d"),
     noMotion: $("no-motion"), downloads: $("downloads"), resetView: $("reset-view"),
     frameLabel: $("frame-label"), keyBox: $("key-box"), apiKey: $("api-key"),
+    motionBox: $("motion-box"), motionIn: $("motion"), intrinsics: $("intrinsics"),
+    videoBox: $("video-box"), videoIn: $("video-in"),
   };
   const KEY_STORE = "svimo-api-key";
 
@@ -114,6 +116,7 @@
     el.config.textContent = `${config.num_frames} frames x ${config.width}x${config.height}` +
       ` px at ${config.fps} fps`;
     el.mode.replaceChildren(...config.modes.map((m) => new Option(m.replace(/_/g, " "), m)));
+    showModeInputs();
     el.steps.value = config.default_steps;
     el.steps.max = config.max_steps;
     el.steps.title = `1 to ${config.max_steps}`;
@@ -137,6 +140,14 @@
     el.thumb.src = thumbUrl;
     el.thumbBox.hidden = false;
   });
+  /** The uploads the chosen mode takes: a motion (motion_to_video) or a video
+   * (video_to_motion). */
+  function showModeInputs() {
+    el.motionBox.hidden = el.mode.value !== "motion_to_video";
+    el.videoBox.hidden = el.mode.value !== "video_to_motion";
+  }
+  el.mode.addEventListener("change", showModeInputs);
+
   el.apiKey.addEventListener("change", () => {
     localStorage.setItem(KEY_STORE, el.apiKey.value.trim());
   });
@@ -159,6 +170,14 @@
     form.append("image", file, file.name);
     form.append("prompt", el.prompt.value);
     form.append("mode", el.mode.value);
+    // only what the mode takes: the server refuses the others
+    if (el.mode.value === "motion_to_video") {
+      if (el.motionIn.files[0]) form.append("motion", el.motionIn.files[0]);
+      if (el.intrinsics.value.trim() !== "") form.append("K", el.intrinsics.value.trim());
+    }
+    if (el.mode.value === "video_to_motion" && el.videoIn.files[0]) {
+      form.append("video", el.videoIn.files[0]);
+    }
     for (const [input, name] of [[el.steps, "num_steps"], [el.seed, "seed"],
       [el.guidance, "guidance"]]) {
       if (input.value.trim() !== "") form.append(name, input.value.trim());

@@ -28,6 +28,8 @@ MAX_REPLICAS = 2
 MAX_QUEUED = 24
 MAX_IMAGE_BYTES = 1_000_000
 MAX_IMAGE_PIXELS = 4_000_000
+MAX_VIDEO_BYTES = 400_000
+MAX_MOTION_BYTES = 300_000
 LEASE_S = 6.0
 DOWNSCALE_DELAY_S = 10.0
 PREFIX = "/keyed"
@@ -62,6 +64,7 @@ def svimo_url(ray_local: None, redis_server: LocalRedis, tiny_model: str,
                   "replica_cpus": 0.25, "upscale_delay_s": 1.0,
                   "downscale_delay_s": DOWNSCALE_DELAY_S,
                   "max_queued": MAX_QUEUED, "max_image_bytes": MAX_IMAGE_BYTES,
+                  "max_video_bytes": MAX_VIDEO_BYTES, "max_motion_bytes": MAX_MOTION_BYTES,
                   "max_image_pixels": MAX_IMAGE_PIXELS}}))
     port = free_port()
     # Serve's HTTP proxy takes the options of whoever starts Serve first: the test does, on a

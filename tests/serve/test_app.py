@@ -22,6 +22,7 @@ from tests.serve.conftest import (
     MAX_IMAGE_BYTES,
     MAX_QUEUED,
     MAX_REPLICAS,
+    MAX_VIDEO_BYTES,
 )
 
 
@@ -120,8 +121,8 @@ BAD_SUBMISSIONS = [
     ("too many pixels", {"image": ("a.png", flat(2100, 2000, "PNG"), "image/png")}, {}, 413, "pixels"),
     ("image too large", {"image": ("a.png", bytes(MAX_IMAGE_BYTES + 10), "image/png")}, {},
      413, "the image has"),
-    ("body too large", {"image": ("a.png", bytes(MAX_IMAGE_BYTES + 100_000), "image/png")}, {},
-     413, "the request has"),
+    ("body too large", {"image": ("a.png", bytes(MAX_IMAGE_BYTES + MAX_VIDEO_BYTES + 100_000),
+                                  "image/png")}, {}, 413, "the request has"),
     ("no image", {}, {}, 422, "image"),
     ("image as a field", {}, {"image": "x"}, 422, "image"),
     ("empty prompt", None, {"prompt": " "}, 422, "prompt is empty"),
@@ -131,7 +132,16 @@ BAD_SUBMISSIONS = [
     ("steps not a number", None, {"num_steps": "many"}, 422, "num_steps"),
     ("negative seed", None, {"seed": "-1"}, 422, "seed"),
     ("guidance NaN", None, {"guidance": "nan"}, 422, "guidance"),
-    ("mode the page cannot feed", None, {"mode": "video_to_motion"}, 422, "joint"),
+    ("video_to_motion without a video", None, {"mode": "video_to_motion"}, 422,
+     "needs a video"),
+    ("motion_to_video without a motion", None, {"mode": "motion_to_video"}, 422,
+     "needs a motion"),
+    ("a motion in joint mode", {"image": ("a.png", png(), "image/png"),
+                                "motion": ("m.npz", b"PK", "application/octet-stream")}, {},
+     422, "takes no ['motion']"),
+    ("intrinsics in joint mode", None, {"K": "[[1, 0, 0], [0, 1, 0], [0, 0, 1]]"}, 422,
+     "takes no ['K']"),
+    ("an unknown mode", None, {"mode": "dance"}, 422, "is not one of"),
     ("unknown field", None, {"steps": "3"}, 422, "unknown field"),
 ]
 

@@ -193,3 +193,39 @@ def test_the_page_asks_for_a_key_where_the_app_wants_one(page: Page, keyed,
         "(v => v.readyState >= 2 && v.videoWidth > 0)(document.querySelector('#video'))")
     assert page.eval_on_selector("#video", "v => v.currentSrc").startswith("blob:")
     page.wait_for_function("document.querySelector('#view3d').dataset.drawn === '1'")
+
+
+def test_the_page_feeds_a_motion_to_motion_to_video(page: Page, svimo_url: str,
+                                                    tmp_path: Path) -> None:
+    """motion_to_video from the page: the motion field shows for that mode only, a
+    generation's motion.json goes in, the drawn video comes out."""
+    import requests
+
+    from tests.serve.test_app import submit, wait_done
+
+    first = wait_done(svimo_url, submit(svimo_url, num_steps=2).json()["id"])
+    motion = tmp_path / "motion.json"
+    motion.write_bytes(requests.get(svimo_url + first["files"]["motion.json"], timeout=10).content)
+    image = tmp_path / "first_frame.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+                    ).save(image)
+    page.goto(f"{svimo_url}/")
+    page.wait_for_function("document.querySelector('#mode').options.length > 0")
+    assert not page.is_visible("#motion") and not page.is_visible("#video-in")
+    page.select_option("#mode", "video_to_motion")
+    assert page.is_visible("#video-in") and not page.is_visible("#motion")
+    page.select_option("#mode", "motion_to_video")
+    assert page.is_visible("#motion") and not page.is_visible("#video-in")
+    page.set_input_files("#image", str(image))
+    page.set_input_files("#motion", str(motion))
+    page.fill("#intrinsics", "[[60, 0, 48], [0, 60, 32], [0, 0, 1]]")
+    page.fill("#prompt", "stir the bowl with the spoon")
+    page.fill("#steps", "2")
+    page.click("#generate")
+    page.wait_for_function(
+        "['done', 'failed', 'lost'].some(s => document.querySelector('#status')"
+        ".textContent.startsWith(s))", timeout=GENERATION_TIMEOUT_MS)
+    status = _text(page, "#status")
+    assert status.startswith("done"), f"status {status!r}, error {_text(page, '#error')!r}"
+    page.wait_for_function(
+        "(v => v.readyState >= 2 && v.videoWidth > 0)(document.querySelector('#video'))")
