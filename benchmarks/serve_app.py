@@ -18,8 +18,8 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--generations", type=int, default=24, help="generations per run")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
+    parser.add_argument("--generations", type=int, default=100, help="generations per run")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
     parser.add_argument("--steps", type=int, default=4, help="denoising steps per generation")
     parser.add_argument("--replica-cpus", type=float, default=0.5,
                         help="CPUs reserved by each sampler replica")
@@ -30,7 +30,8 @@ def _client_load(url: str, args: argparse.Namespace) -> dict:
     """`args.clients` threads share `args.generations` submissions; each submits one, polls its
     status every `args.poll` s until done or failed, then submits the next. Returns the
     latencies (s) of submit calls, status calls and completions (submit -> seen done), the
-    HTTP codes that were not 2xx, and the jobs that failed or never finished."""
+    HTTP codes that were not 2xx, the jobs accepted, each finished job's runs (attempts), and
+    the jobs that failed or never finished."""
     import itertools
     import threading
     from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +40,7 @@ def _client_load(url: str, args: argparse.Namespace) -> dict:
 
     counter, lock = itertools.count(), threading.Lock()
     out: dict = {"submit": [], "status": [], "done": [], "codes": {}, "failed": [],
-                 "lost": [], "first": None, "last": None}
+                 "lost": [], "accepted": [], "runs": [], "first": None, "last": None}
 
     def record(key: str, value) -> None:
         with lock:
@@ -72,6 +73,7 @@ def _client_load(url: str, args: argparse.Namespace) -> dict:
             if r.status_code != 202:
                 continue
             job_id, submitted = r.json()["id"], start
+            record("accepted", job_id)
             deadline = time.perf_counter() + 300
             while True:
                 time.sleep(args.poll)
@@ -89,6 +91,7 @@ def _client_load(url: str, args: argparse.Namespace) -> dict:
                     now = time.perf_counter()
                     with lock:
                         out["last"] = max(out["last"] or now, now)
+                    record("runs", state["attempts"])
                     if state["status"] == "done":
                         record("done", now - submitted)
                     else:
@@ -167,8 +170,9 @@ def serve_app(args: argparse.Namespace) -> Rows:
                 "status_calls": len(load["status"]),
                 "done_p50_s": round(_percentile(load["done"], 50), 2),
                 "done_p95_s": round(_percentile(load["done"], 95), 2),
-                "done": len(load["done"]), "failed": len(load["failed"]),
-                "lost": len(load["lost"]),
+                "accepted": len(load["accepted"]), "done": len(load["done"]),
+                "failed": len(load["failed"]), "lost": len(load["lost"]),
+                "run_twice": sum(runs > 1 for runs in load["runs"]),
                 "non_2xx": ", ".join(f"{c} x{n}" for c, n in sorted(load["codes"].items()))
                 or "none",
                 "left_queued_running": f"{health['queued']}/{health['running']}"})
