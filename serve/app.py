@@ -99,7 +99,8 @@ ANYONE = keys.Key("", None)
 
 api = FastAPI(title="SViMo", version="0.1.0",
               description="Generate the video and 3D hand-object motion of a prompt from a "
-                          "reference image. Submit, poll the status, fetch the files.")
+                          "reference image. Submit, follow the status (or its events), fetch the "
+                          "files.")
 
 
 # `serve.ingress` freezes a copy of `api` when it decorates the class: middleware and mounts
@@ -615,6 +616,8 @@ def build_app(cfg: Config) -> serve.Application:
     sampler = serve.deployment(
         task_consumer(task_processor_config=task_processor(s))(SamplingReplica),
         name="SamplingReplica",
+        # one generation at a time: Serve gives a task consumer this many Celery threads
+        max_ongoing_requests=1,
         autoscaling_config=AutoscalingConfig(
             min_replicas=s.min_replicas, max_replicas=s.max_replicas,
             target_ongoing_requests=s.target_ongoing_requests,

@@ -249,6 +249,8 @@ def test_concurrent_submissions_complete_scale_out_and_overflow_is_refused(svimo
         while (status := requests.get(f"{svimo_url}/v1/generations/{job_id}",
                                       timeout=10).json())["status"] not in ("done", "failed"):
             most = max(most, sampler_replicas())
+            running = requests.get(f"{svimo_url}/healthz", timeout=10).json()["running"]
+            assert running <= MAX_REPLICAS, f"{running} jobs run at once on {most} replicas"
             assert time.monotonic() < deadline, status
             time.sleep(0.3)
         assert status["status"] == "done" and "video.mp4" in status["files"], status
