@@ -9,6 +9,7 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -324,6 +325,7 @@ def test_jobs_queued_behind_a_dying_ingress_still_complete(svimo_url: str) -> No
             assert time.monotonic() < deadline, status
             time.sleep(0.5)
         assert status["status"] == "done" and "video.mp4" in status["files"], status
+        assert status["attempts"] == 1, status  # its message was on Redis: run once
 
 
 def test_queued_and_running_jobs_survive_a_redis_restart(svimo_url: str,
@@ -346,3 +348,22 @@ def test_queued_and_running_jobs_survive_a_redis_restart(svimo_url: str,
     statuses = [wait_done(svimo_url, i, timeout_s=240) for i in ids]
     assert [(s["status"], s["attempts"]) for s in statuses] == [("done", 1)] * 5, statuses
     assert all("video.mp4" in s["files"] for s in statuses)
+
+
+def test_an_app_whose_redis_does_not_answer_does_not_start(svimo_url: str, tiny_model: str,
+                                                           tmp_path) -> None:
+    """No silent in-memory fallback: the ingress refuses to start, naming serve.broker."""
+    from cluster.local import free_port
+    from hoi.config import load_config
+    from serve.app import build_app
+
+    broker = f"redis://127.0.0.1:{free_port()}/0"
+    cfg = load_config(flavour="svimo-tiny", overrides=[
+        "--serve.model", tiny_model, "--serve.results", str(tmp_path / "results"),
+        "--serve.broker", broker, "--serve.min_replicas", "0"])
+    try:
+        with pytest.raises(Exception, match="Redis does not answer") as failed:
+            serve.run(build_app(cfg), name="nobroker", route_prefix="/nobroker")
+        assert broker in str(failed.value)
+    finally:
+        serve.delete("nobroker")

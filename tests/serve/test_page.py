@@ -195,10 +195,11 @@ def test_the_page_asks_for_a_key_where_the_app_wants_one(page: Page, keyed,
     page.wait_for_function("document.querySelector('#view3d').dataset.drawn === '1'")
 
 
-def test_the_page_feeds_a_motion_to_motion_to_video(page: Page, svimo_url: str,
-                                                    tmp_path: Path) -> None:
-    """motion_to_video from the page: the motion field shows for that mode only, a
-    generation's motion.json goes in, the drawn video comes out."""
+def test_the_page_feeds_a_motion_and_a_video_to_their_modes(page: Page, svimo_url: str,
+                                                            tmp_path: Path) -> None:
+    """motion_to_video and video_to_motion from the page: each upload field shows for its
+    mode only; a generation's motion.json goes in and the drawn video comes out, then its
+    video goes in and a 3D motion comes out."""
     import requests
 
     from tests.serve.test_app import submit, wait_done
@@ -229,3 +230,17 @@ def test_the_page_feeds_a_motion_to_motion_to_video(page: Page, svimo_url: str,
     assert status.startswith("done"), f"status {status!r}, error {_text(page, '#error')!r}"
     page.wait_for_function(
         "(v => v.readyState >= 2 && v.videoWidth > 0)(document.querySelector('#video'))")
+
+    # video_to_motion: the first generation's video in, a 3D motion out
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(requests.get(svimo_url + first["files"]["video.mp4"], timeout=10).content)
+    page.select_option("#mode", "video_to_motion")
+    page.set_input_files("#video-in", str(video))
+    page.evaluate("document.querySelector('#status').textContent = ''")  # the last 'done'
+    page.click("#generate")
+    page.wait_for_function(
+        "['done', 'failed', 'lost'].some(s => document.querySelector('#status')"
+        ".textContent.startsWith(s))", timeout=GENERATION_TIMEOUT_MS)
+    status = _text(page, "#status")
+    assert status.startswith("done"), f"status {status!r}, error {_text(page, '#error')!r}"
+    page.wait_for_function("document.querySelector('#view3d').dataset.drawn === '1'")
