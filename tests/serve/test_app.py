@@ -362,8 +362,9 @@ def test_an_app_whose_redis_does_not_answer_does_not_start(svimo_url: str, tiny_
         "--serve.model", tiny_model, "--serve.results", str(tmp_path / "results"),
         "--serve.broker", broker, "--serve.min_replicas", "0"])
     try:
-        with pytest.raises(Exception, match="Redis does not answer") as failed:
+        with pytest.raises(RuntimeError, match="Deploying application nobroker failed"):
             serve.run(build_app(cfg), name="nobroker", route_prefix="/nobroker")
-        assert broker in str(failed.value)
+        why = serve.status().applications["nobroker"].deployments["SViMoAPI"].message
+        assert "Redis does not answer" in why and broker in why, why
     finally:
         serve.delete("nobroker")
