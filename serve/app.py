@@ -274,19 +274,19 @@ def load_request(cfg: Config, job_id: str) -> dict[str, Any]:
 class SViMoAPI:
     def __init__(self, model_dir: str, cfg: Config, sampler: DeploymentHandle) -> None:
         """`sampler` is bound so that Serve deploys it; jobs reach it through the broker."""
+        self.store = JobStore(cfg.serve, patient=False)
+        try:  # first: without its Redis the app cannot work
+            self.store.ping()
+        except StoreUnavailable as e:
+            raise RuntimeError(f"serve.broker {cfg.serve.broker}: Redis does not answer ({e}); "
+                               f"start it (redis-server --appendonly yes) or name another "
+                               f"in serve.broker") from None
         self.cfg, self.model_dir = cfg, model_dir
         self.model_cfg = model_config(model_dir, cfg.storage)
         self.tokenizer = load_tokenizer(self.model_cfg.encoders.tokenizer, cfg.storage)
         self.modes = list(model_modes(model_dir, cfg.storage))
         self.keys = (keys.load(cfg.serve.api_keys, cfg.storage) if cfg.serve.api_keys
                      else None)
-        self.store = JobStore(cfg.serve, patient=False)
-        try:
-            self.store.ping()
-        except StoreUnavailable as e:
-            raise RuntimeError(f"serve.broker {cfg.serve.broker}: Redis does not answer ({e}); "
-                               f"start it (redis-server --appendonly yes) or name another "
-                               f"in serve.broker") from None
         self.broker = instantiate_adapter_from_config(task_processor(cfg.serve))
         Image.MAX_IMAGE_PIXELS = cfg.serve.max_image_pixels  # PIL refuses far larger at open
         # Serve runs the constructor on the replica's event loop: the reaper runs on it

@@ -227,6 +227,10 @@ def drain(url: str, timeout_s: float = 180) -> None:
     raise AssertionError(f"the queue did not drain: {health}")
 
 
+BURST = 50
+"""Submissions of the burst test: 20, then 30 more while those run."""
+
+
 def test_concurrent_submissions_complete_scale_out_and_overflow_is_refused(svimo_url: str
                                                                           ) -> None:
     drain(svimo_url)  # the fuzz may have queued work
@@ -237,7 +241,7 @@ def test_concurrent_submissions_complete_scale_out_and_overflow_is_refused(svimo
         # more than the queue holds: what does not fit is refused with a time to come back
         # (jobs finishing meanwhile free places, so some of these still get in)
         extra = list(pool.map(lambda i: submit(svimo_url, seed=i, num_steps=8),
-                              range(MAX_QUEUED)))
+                              range(BURST - len(first))))
         health = requests.get(f"{svimo_url}/healthz", timeout=10).json()
     assert health["queued"] + health["running"] <= MAX_QUEUED, health
     refused = [r for r in extra if r.status_code == 429]

@@ -8,7 +8,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 pytestmark = pytest.mark.slow
-EXAMPLES = 30
+EXAMPLES = 20
 """Cases per route."""
 
 
