@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -106,6 +108,19 @@ def s3(aws_credentials: None) -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def interrupt(proc: subprocess.Popen, timeout_s: float) -> None:
+    """SIGINT to the process group of `proc` (a `serve run`: it deletes its app), then SIGKILL
+    after `timeout_s`; nothing when it has already exited."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from hoi.storage import list_files, read_text
 from hoi.untrained import write_untrained_codec
 from serve.broker import LocalRedis
 from serve.health import wait_healthy
-from tests.conftest import S3Server
+from tests.conftest import S3Server, interrupt
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -159,12 +158,7 @@ def test_prepare_train_serve_and_sample_across_two_nodes_on_s3(
         stored = list_files(f"{root}/serve/{state['id']}", s3.storage)
         assert "result.json" in stored, stored
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        interrupt(proc, 60)
 
 
 def test_stop_ends_every_process_of_the_cluster_and_nothing_else(cluster_state: Path) -> None:

@@ -5,7 +5,6 @@ few seconds. Every test in this package talks to it over HTTP."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from serve import keys
 from serve.app import build_app
 from serve.broker import LocalRedis
 from serve.health import wait_healthy
+from tests.conftest import interrupt
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -84,13 +84,7 @@ def svimo_url(ray_local: None, redis_server: LocalRedis, tiny_model: str,
         # SIGINT: `serve run` deletes the app; it can take a minute over that (replicas'
         # graceful shutdown), so after a short wait it is killed: serve.shutdown() below ends
         # whatever it left
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        interrupt(proc, 10)
         serve.shutdown()
 
 

@@ -69,6 +69,20 @@ def _text(page: Page, selector: str) -> str:
     return page.locator(selector).text_content() or ""
 
 
+def _ends_done(page: Page) -> None:
+    """Wait for the followed generation to end; it must end done."""
+    page.wait_for_function(
+        "['done', 'failed', 'lost'].some(s => document.querySelector('#status')"
+        ".textContent.startsWith(s))", timeout=GENERATION_TIMEOUT_MS)
+    status = _text(page, "#status")
+    assert status.startswith("done"), f"status {status!r}, error {_text(page, '#error')!r}"
+
+
+def _video_plays(page: Page, selector: str = "#video") -> None:
+    page.wait_for_function(
+        f"(v => v.readyState >= 2 && v.videoWidth > 0)(document.querySelector('{selector}'))")
+
+
 def test_page_generates_and_shows_video_and_3d_motion(page: Page, svimo_url: str,
                                                       tmp_path: Path) -> None:
     # 0. The page and its static files are served (a missing one fails here, not as a timeout).
@@ -109,22 +123,16 @@ def test_page_generates_and_shows_video_and_3d_motion(page: Page, svimo_url: str
     page.fill("#seed", "7")
     page.click("#generate")
     page.wait_for_function("document.querySelector('#error').textContent === ''")
-    page.wait_for_function(
-        "['done', 'failed', 'lost'].some(s => document.querySelector('#status')"
-        ".textContent.startsWith(s))", timeout=GENERATION_TIMEOUT_MS)
-    status = _text(page, "#status")
-    assert status.startswith("done"), f"status {status!r}, error {_text(page, '#error')!r}"
+    _ends_done(page)
     assert _text(page, "#error") == ""
     assert page.eval_on_selector("#progress", "p => p.value === p.max")
 
     # 4. The generated video decodes in chromium (H.264 yuv420p).
-    page.wait_for_function(
-        "(v => v.readyState >= 2 && v.videoWidth > 0)(document.querySelector('#video'))")
+    _video_plays(page)
     assert page.eval_on_selector("#video", "v => v.currentSrc").endswith("video.mp4")
     hrefs = page.eval_on_selector_all("#downloads a", "as => as.map(a => a.href)")
     if any(h.endswith("/motion_video.mp4") for h in hrefs):
-        page.wait_for_function("(v => v.readyState >= 2 && v.videoWidth > 0)"
-                               "(document.querySelector('#motion-video'))")
+        _video_plays(page, "#motion-video")
 
     # 5. The 3D view drew motion.json, animates through its frames, and turns and zooms.
     canvas = page.locator("#view3d")
@@ -184,13 +192,8 @@ def test_the_page_asks_for_a_key_where_the_app_wants_one(page: Page, keyed,
     assert "API key" in _text(page, "#error")
     page.fill("#api-key", issued["bob"])
     page.click("#generate")
-    page.wait_for_function(
-        "['done', 'failed', 'lost'].some(s => document.querySelector('#status')"
-        ".textContent.startsWith(s))", timeout=GENERATION_TIMEOUT_MS)
-    status = _text(page, "#status")
-    assert status.startswith("done"), f"status {status!r}, error {_text(page, '#error')!r}"
-    page.wait_for_function(
-        "(v => v.readyState >= 2 && v.videoWidth > 0)(document.querySelector('#video'))")
+    _ends_done(page)
+    _video_plays(page)
     assert page.eval_on_selector("#video", "v => v.currentSrc").startswith("blob:")
     page.wait_for_function("document.querySelector('#view3d').dataset.drawn === '1'")
 
@@ -223,13 +226,8 @@ def test_the_page_feeds_a_motion_and_a_video_to_their_modes(page: Page, svimo_ur
     page.fill("#prompt", "stir the bowl with the spoon")
     page.fill("#steps", "2")
     page.click("#generate")
-    page.wait_for_function(
-        "['done', 'failed', 'lost'].some(s => document.querySelector('#status')"
-        ".textContent.startsWith(s))", timeout=GENERATION_TIMEOUT_MS)
-    status = _text(page, "#status")
-    assert status.startswith("done"), f"status {status!r}, error {_text(page, '#error')!r}"
-    page.wait_for_function(
-        "(v => v.readyState >= 2 && v.videoWidth > 0)(document.querySelector('#video'))")
+    _ends_done(page)
+    _video_plays(page)
 
     # video_to_motion: the first generation's video in, a 3D motion out
     video = tmp_path / "clip.mp4"
@@ -238,9 +236,5 @@ def test_the_page_feeds_a_motion_and_a_video_to_their_modes(page: Page, svimo_ur
     page.set_input_files("#video-in", str(video))
     page.evaluate("document.querySelector('#status').textContent = ''")  # the last 'done'
     page.click("#generate")
-    page.wait_for_function(
-        "['done', 'failed', 'lost'].some(s => document.querySelector('#status')"
-        ".textContent.startsWith(s))", timeout=GENERATION_TIMEOUT_MS)
-    status = _text(page, "#status")
-    assert status.startswith("done"), f"status {status!r}, error {_text(page, '#error')!r}"
+    _ends_done(page)
     page.wait_for_function("document.querySelector('#view3d').dataset.drawn === '1'")
