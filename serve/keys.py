@@ -83,8 +83,8 @@ def load(path: str, storage: StorageConfig) -> dict[str, Key]:
 
 def add(path: Path, name: str, max_queued: int | None = None) -> str:
     """A new key for `name`, its hash appended to the local file `path`; returns the key."""
-    existing = parse(path.read_text(), str(path)) if path.exists() and path.read_text().strip() \
-        else {}
+    text = path.read_text() if path.exists() else ""
+    existing = parse(text, str(path)) if text.strip() else {}
     if not NAME.match(name) or name in {k.name for k in existing.values()}:
         raise KeysError(f"key name {name!r} is not [A-Za-z0-9._@-]{{1,64}} or is taken")
     key = secrets.token_urlsafe(32)
