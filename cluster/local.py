@@ -23,6 +23,8 @@ import argparse
 import contextlib
 import json
 import os
+import random
+import re
 import shutil
 import signal
 import socket
@@ -62,10 +64,37 @@ class LocalCluster:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now."""
-    with socket.socket() as s:
+    """A TCP port that is free now, never one this process handed out before.
+
+    It comes from below the kernel's ephemeral range (`ip_local_port_range`) and above Ray's
+    worker ports (10002-19999). A port of `bind(0)` comes from the ephemeral range, where any
+    process's outgoing connection (a starting node's own gRPC clients) can take it as its source
+    port before the server it is meant for binds it; the server then fails to start.
+    """
+    low = _ephemeral_low()
+    candidates = [p for p in range(_FIRST_PORT, low) if p not in _handed_out]
+    for port in random.sample(candidates, min(len(candidates), 200)):
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # no range below the ephemeral one: the kernel's pick
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+_FIRST_PORT = 20000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def _node_ports() -> list[str]:
@@ -110,6 +139,14 @@ def _wait_for_nodes(dashboard_url: str, count: int, procs: list[subprocess.Popen
         time.sleep(0.5)
     raise RuntimeError(f"the cluster did not reach {count} alive nodes within "
                        f"{STARTUP_TIMEOUT_S:g} s; node logs: {', '.join(map(str, logs))}")
+
+
+def _raylet_fatal_lines(temp_dir: str) -> str:
+    """The fatal (level C) lines of the cluster's raylet logs: why a raylet died, such as a
+    port that another process took ("Failed to start the grpc server. The specified port...")."""
+    lines = (line for log in sorted(Path(temp_dir).glob("**/logs/raylet.out"))
+             for line in log.read_text(errors="replace").splitlines())
+    return "\n".join(line for line in lines if re.match(r"\[[^\]]* C \d+ \d+\] \(raylet\)", line))
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -184,6 +221,12 @@ def start(state: str | Path = DEFAULT_STATE, nodes: int = 2, cpus_per_node: floa
                             str(state / AUTOSCALING_FILE), "--address", address],
                            env=env, check=True, capture_output=True,
                            cwd=Path(__file__).resolve().parents[1])
+    except RuntimeError as error:
+        fatal = _raylet_fatal_lines(temp_dir)  # `stop` deletes the temp dir and its logs
+        stop(state)
+        if fatal:
+            raise RuntimeError(f"{error}\nthe raylet's fatal error:\n{fatal}") from error
+        raise
     except BaseException:
         stop(state)
         raise

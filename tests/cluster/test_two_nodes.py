@@ -97,6 +97,15 @@ def _generate(url: str, prompt: str) -> dict:
     raise AssertionError(f"generation {job} did not finish: {state}")
 
 
+def test_free_ports_are_distinct_and_below_the_ephemeral_range() -> None:
+    """Outgoing connections take their source ports from the ephemeral range, so a port picked
+    there can be gone before the node meant to bind it starts (its raylet then never comes up)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [local.free_port() for _ in range(100)]
+    assert len(set(ports)) == len(ports)
+    assert all(20000 <= port < low for port in ports), ports
+
+
 def test_prepare_train_serve_and_sample_across_two_nodes_on_s3(
         two_nodes: local.LocalCluster, s3: S3Server, redis_server: LocalRedis,
         tmp_path: Path) -> None:
