@@ -45,6 +45,9 @@ AUTOSCALING_FILE = "autoscaling.yaml"
 """The fake autoscaling cluster's launcher config (`start(node_types=...)`)."""
 STARTUP_TIMEOUT_S = 90.0
 LEFTOVER_GRACE_S = 5.0
+_FIRST_PORT = 20000
+"""The lowest port `free_port` hands out: above Ray's worker ports (10002-19999)."""
+_handed_out: set[int] = set()
 
 
 @dataclass
@@ -81,13 +84,9 @@ def free_port() -> int:
                 continue
         _handed_out.add(port)
         return port
-    with socket.socket() as s:  # no range below the ephemeral one: the kernel's pick
+    with socket.socket() as s:  # nothing free below the ephemeral range: the kernel's pick
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-_FIRST_PORT = 20000
-_handed_out: set[int] = set()
 
 
 def _ephemeral_low() -> int:
