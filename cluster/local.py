@@ -220,14 +220,11 @@ def start(state: str | Path = DEFAULT_STATE, nodes: int = 2, cpus_per_node: floa
                             str(state / AUTOSCALING_FILE), "--address", address],
                            env=env, check=True, capture_output=True,
                            cwd=Path(__file__).resolve().parents[1])
-    except RuntimeError as error:
+    except BaseException as error:
         fatal = _raylet_fatal_lines(temp_dir)  # `stop` deletes the temp dir and its logs
         stop(state)
-        if fatal:
+        if fatal and isinstance(error, RuntimeError):
             raise RuntimeError(f"{error}\nthe raylet's fatal error:\n{fatal}") from error
-        raise
-    except BaseException:
-        stop(state)
         raise
     head = next(n["node_id"] for n in alive if n["is_head_node"])
     cluster.node_ids = [head, *sorted(n["node_id"] for n in alive if n["node_id"] != head)]
