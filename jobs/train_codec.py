@@ -4,7 +4,8 @@
 
 Writes <codec.output>/vae, /tokenizer, /text_encoder and codec.json (validation PSNR of RGB
 and motion videos); point encoders.vae, encoders.tokenizer and encoders.text_encoder at the
-three directories to use them.
+three directories to use them. With codec.asset naming a codec trained before that fits the
+config, copies it there instead of training.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train_codec: {e}", file=sys.stderr)
         return 1
     print(json.dumps({key: summary[key] for key in
-                      ("paths", "clips", "evaluated_on", "psnr_db", "scaling_factor", "seconds")},
-                     indent=2))
+                      ("paths", "installed_from", "clips", "evaluated_on", "psnr_db",
+                       "motion_video_consistency", "scaling_factor", "seconds")
+                      if key in summary}, indent=2))
     return 0
 
 

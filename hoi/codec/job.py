@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import tempfile
+import logging
 import time
 from typing import Any
 
@@ -21,15 +22,17 @@ from hoi.config import Config, StorageConfig
 from hoi.data.schema import row_to_clip
 from hoi.data.shards import READ_COLUMNS, list_shards
 from hoi.metrics.consistency import video_motion_consistency
-from hoi.model.encoders import VideoVAE
-from hoi.storage import join, resolve, write_bytes, write_text
+from hoi.model.encoders import VideoVAE, load_tokenizer
+from hoi.storage import join, list_files, read_bytes, read_text, resolve, write_bytes, write_text
+
+log = logging.getLogger(__name__)
 
 SUMMARY_NAME = "codec.json"
 PREVIEW_NAME = "reconstruction.png"
 PREVIEW_CLIPS = 3
+"""Clips (rows) of the reconstruction picture."""
 _EVAL_CLIPS = 4
 """Clips decoded at a time when measuring."""
-"""Clips (rows) of the reconstruction picture."""
 _WRITTEN_LAST = ("config.json", "tokenizer_config.json")
 """Files that mark a saved directory as complete: uploaded after everything else."""
 
@@ -53,6 +56,19 @@ class SplitVideos:
     def both(self) -> torch.Tensor:
         """RGB and motion videos together (2M, N, H, W, 3): the VAE codes both kinds."""
         return torch.cat([self.video, self.motion_video])
+
+
+def read_prompts(root: str, cfg: Config) -> list[str]:
+    """The prompts of every clip under shard root `root`, all splits."""
+    try:
+        paths = list_shards(root, cfg.storage)
+    except FileNotFoundError:
+        return []
+    prompts = []
+    for path in paths:
+        fs, inner = resolve(path, cfg.storage)
+        prompts += pq.read_table(inner, filesystem=fs, columns=["prompt"]).column(0).to_pylist()
+    return prompts
 
 
 def read_split(root: str, split: str, cfg: Config) -> SplitVideos | None:
@@ -117,8 +133,54 @@ def save_pretrained(obj: Any, path: str, storage: StorageConfig) -> None:
                 write_bytes(join(path, name), f.read(), storage)
 
 
+def asset_misfit(cfg: Config) -> str | None:
+    """Why the trained codec at codec.asset cannot stand in for training one under cfg, or
+    None when it can: its codec.json must record this config's frame size, latent and text
+    sizes, and its tokenizer must know every word of the shards' prompts."""
+    asset = cfg.codec.asset
+    try:
+        summary = json.loads(read_text(join(asset, SUMMARY_NAME), cfg.storage))
+    except FileNotFoundError:
+        return f"no {SUMMARY_NAME} under {asset!r}"
+    settings = summary["settings"]
+    wanted = {"frame size": ([cfg.data.height, cfg.data.width],
+                             [settings["data"]["height"], settings["data"]["width"]]),
+              "latent": (dataclasses.asdict(cfg.latent), settings["latent"]),
+              "text width": (cfg.model.text_embed_dim, settings["text_embed_dim"]),
+              "text tokens": (cfg.model.max_text_tokens, settings["max_text_tokens"])}
+    wrong = [f"{name} {got} (config: {want})" for name, (want, got) in wanted.items()
+             if want != got]
+    if wrong:
+        return f"{asset!r} was trained for another config: {'; '.join(wrong)}"
+    tokenizer = load_tokenizer(join(asset, "tokenizer"), cfg.storage)
+    unknown = sorted({prompt for prompt in read_prompts(cfg.codec.shards, cfg)
+                      if tokenizer.unk_token_id in tokenizer(prompt).input_ids})
+    if unknown:
+        return (f"the tokenizer under {asset!r} lacks words of {len(unknown)} of the shards' "
+                f"prompts, e.g. {unknown[0]!r}")
+    return None
+
+
+def install_asset(cfg: Config) -> dict[str, Any]:
+    """Copy the trained codec at codec.asset to codec.output, its codec.json last (the mark of
+    a complete codec), with paths to the copies and where it came from; returns that summary."""
+    asset, output = cfg.codec.asset, cfg.codec.output
+    names = sorted(list_files(asset, cfg.storage),
+                   key=lambda name: (name == SUMMARY_NAME, os.path.basename(name) in _WRITTEN_LAST,
+                                     name))
+    for name in names[:-1]:
+        write_bytes(join(output, name), read_bytes(join(asset, name), cfg.storage), cfg.storage)
+    summary = json.loads(read_text(join(asset, SUMMARY_NAME), cfg.storage))
+    summary["paths"] = {name: join(output, name) for name in ("vae", "tokenizer", "text_encoder")}
+    summary["installed_from"] = asset
+    text = json.dumps(summary, indent=2)
+    write_text(join(output, SUMMARY_NAME), text, cfg.storage)
+    return json.loads(text)
+
+
 def run(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
-    """Train and save the codec; returns the summary also written to <output>/codec.json.
+    """Train and save the codec, or install the trained one at codec.asset when it fits
+    (`asset_misfit`); returns the summary also written to <output>/codec.json.
 
     1. read the training (and validation) clips; 2. train the VAE; 3. set its scaling factor
     to 1 / std of the training latents; 4. measure reconstruction on the validation clips
@@ -126,6 +188,12 @@ def run(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
     round-tripped motion videos; 5. build the tokenizer and T5; 6. save."""
     start = time.monotonic()
     codec = cfg.codec
+    if codec.asset is not None:
+        misfit = asset_misfit(cfg)
+        if misfit is None:
+            log.info("installing the trained codec %s in %s", codec.asset, codec.output)
+            return install_asset(cfg)
+        log.warning("codec.asset not used, training a codec instead: %s", misfit)
     # 1. Data.
     train = read_split(codec.shards, "train", cfg)
     if train is None:

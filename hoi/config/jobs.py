@@ -18,6 +18,11 @@ class CodecConfig:
     """Directory that receives vae/, tokenizer/ and text_encoder/ (local or s3://)."""
     shards: str = "outputs/shards"
     """Shards whose training clips the VAE learns from."""
+    asset: str | None = None
+    """A codec trained before (a codec.output of this job, local or s3://) to copy to
+    codec.output instead of training one, when it fits: its codec.json records this config's
+    frame size, latent and text sizes, and its tokenizer knows the shards' prompts
+    (`hoi.codec.job.asset_misfit`); otherwise the job says why and trains."""
     vae_channels: tuple[int, ...] = (16, 32, 32, 32)
     """block_out_channels of the AutoencoderKLCogVideoX (one per down/up block)."""
     frame_steps: int = 600
@@ -33,6 +38,9 @@ class CodecConfig:
     """AdamW learning rate."""
     kl_weight: float = 1e-6
     """Weight of the KL term against the reconstruction loss."""
+    foreground_weight: float = 10.0
+    """Extra weight of a foreground pixel's error (`hoi.codec.vae.vae_loss`): a motion video's
+    skeleton against its black canvas."""
     text_layers: int = 2
     """T5 encoder layers (d_model is model.text_embed_dim)."""
     text_heads: int = 4
@@ -45,6 +53,7 @@ class CodecConfig:
         require(self.frame_steps >= 0 and self.frame_batch_size >= 1,
                  "codec.frame_steps must be >= 0 and codec.frame_batch_size >= 1")
         require(len(self.vae_channels) >= 1, "codec.vae_channels needs at least one block")
+        require(self.foreground_weight >= 0, "codec.foreground_weight must be >= 0")
 
 
 @dataclass

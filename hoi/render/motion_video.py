@@ -74,11 +74,19 @@ JOINT_RADIUS, BONE_RADIUS, POINT_RADIUS = 3, 1, 1
 """Pixel radii at `REFERENCE_HEIGHT`: joints 7 px wide, bones and points 3 px wide."""
 
 
+MIN_JOINT_RADIUS = 1
+"""Joints are never a single pixel: a codec's latent pixel (4 or 8 px a side) smears one pixel
+into its neighbours' colours, and the probes that brought joints through the codec in their
+colours drew 3 x 3 px discs (docs/model.md, "What lets the motion video through the codec")."""
+
+
 def stamp_radii(height: int) -> tuple[int, int, int]:
     """Integer pixel radii (joint, bone, point) at image height `height`: scaled with the
-    height and rounded, 0 (a single pixel) at the smallest."""
+    height and rounded, joints at least `MIN_JOINT_RADIUS`, bones and points 0 (a single
+    pixel) at the smallest."""
     scale = height / REFERENCE_HEIGHT
-    return tuple(int(r * scale + 0.5) for r in (JOINT_RADIUS, BONE_RADIUS, POINT_RADIUS))
+    joint, bone, point = (int(r * scale + 0.5) for r in (JOINT_RADIUS, BONE_RADIUS, POINT_RADIUS))
+    return max(joint, MIN_JOINT_RADIUS), bone, point
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from hoi.codec import CodecError
-from hoi.codec.job import PREVIEW_NAME, SUMMARY_NAME, read_split
+from hoi.codec.job import PREVIEW_NAME, SUMMARY_NAME, asset_misfit, read_split
 from hoi.codec.text import build_tokenizer, prompt_vocabulary
 from hoi.codec.vae import autocast_dtype, build_vae, random_batch, train_vae
 from hoi.config import ConfigError, StorageConfig, load_config
@@ -111,6 +111,55 @@ def test_saved_codec_loads_through_load_encoders(trained):
     emb = text.encode(["squeeze the lemon", "stir the lemon", "squeeze the lemon"])
     assert emb.shape == (3, cfg.model.max_text_tokens, cfg.model.text_embed_dim)
     assert torch.equal(emb[0], emb[2]) and (emb[0] - emb[1]).abs().max() > 1e-2
+
+
+def test_a_fitting_asset_is_installed_instead_of_trained(trained, tmp_path):
+    asset_cfg, asset = trained
+    out = tmp_path / "codec"
+    overrides = [*codec_overrides(Path(asset_cfg.codec.shards), out),
+                 "--codec.asset", asset_cfg.codec.output]
+    assert main(overrides) == 0
+    summary = json.loads((out / SUMMARY_NAME).read_text())
+    assert summary["installed_from"] == asset_cfg.codec.output
+    assert summary["paths"] == {name: str(out / name)
+                                for name in ("vae", "tokenizer", "text_encoder")}
+    # the asset's record, not a new training's: its measured figures and its seconds
+    for key in ("psnr_db", "motion_video_consistency", "scaling_factor", "seconds", "mse"):
+        assert summary[key] == asset[key]
+    source = Path(asset_cfg.codec.output)
+    copied = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert copied == sorted(p.relative_to(source) for p in source.rglob("*") if p.is_file())
+    assert all((out / name).read_bytes() == (source / name).read_bytes()
+               for name in copied if name.name != SUMMARY_NAME)
+    cfg = load_config(flavour="svimo-tiny", overrides=[
+        "--encoders.vae", summary["paths"]["vae"], "--encoders.tokenizer",
+        summary["paths"]["tokenizer"], "--encoders.text_encoder", summary["paths"]["text_encoder"]])
+    vae, _ = load_encoders(cfg)
+    assert vae.scaling_factor == pytest.approx(asset["scaling_factor"])
+
+
+def test_an_asset_that_does_not_fit_is_named_and_a_codec_trained(trained, tmp_path, caplog):
+    asset_cfg, _ = trained
+    shards, asset = Path(asset_cfg.codec.shards), asset_cfg.codec.output
+    base = [*codec_overrides(shards, tmp_path / "codec"), "--codec.asset", asset]
+    misfit = lambda *extra: asset_misfit(load_config(overrides=[*base, *extra]))  # noqa: E731
+    assert misfit() is None
+    assert "latent" in misfit("--latent.spatial_compression", "4",
+                              "--codec.vae_channels", "[8, 8, 8]")
+    assert "frame size [32, 48] (config: [64, 48])" in misfit("--data.height", "64")
+    assert "text width" in misfit("--model.text_embed_dim", "64")
+    assert "no codec.json" in misfit("--codec.asset", str(tmp_path / "none"))
+    # shards with a word the asset's tokenizer never saw
+    clip = make_clip("val-0", np.random.default_rng(1), "val")
+    clip.prompt = "juggle the lemon"
+    write_shard([clip_to_row(clip)], shard_path(str(tmp_path / "other"), "val", 0), LOCAL)
+    assert "'juggle the lemon'" in misfit("--codec.shards", str(tmp_path / "other"))
+    # the job then trains its own codec, and says why
+    with caplog.at_level("WARNING", logger="hoi.codec.job"):
+        assert main([*base, "--model.text_embed_dim", "64"]) == 0
+    assert "codec.asset not used" in caplog.text and "text width" in caplog.text
+    summary = json.loads((tmp_path / "codec" / SUMMARY_NAME).read_text())
+    assert "installed_from" not in summary and summary["settings"]["text_embed_dim"] == 64
 
 
 def test_random_batches_of_clips_and_of_frames():

@@ -46,9 +46,11 @@ def test_joint_lands_in_the_hand_computed_pixel_with_its_colour(joint):
     joints, points = nothing()
     joints[0, 0, joint] = torch.tensor([0.1, -0.05, 1.0])  # u = 42, v = 19
     frame = render(joints, points)[0, 0]
-    assert frame[19, 42].tolist() == JOINT_RGB[joint].tolist()
-    assert frame.any(-1).sum() == 1  # radius 0 at this height: a single pixel
-    assert stamp_radii(H) == (0, 0, 0)
+    # joints are never thinner than 3 x 3 px; bones and points are single pixels at this height
+    assert stamp_radii(H) == (1, 0, 0)
+    drawn = frame.any(-1).nonzero()
+    assert drawn.amin(0).tolist() == [18, 41] and drawn.amax(0).tolist() == [20, 43]
+    assert len(drawn) == 9 and (frame[18:21, 41:44] == JOINT_RGB[joint]).all()
 
 
 def test_bone_is_drawn_between_its_joints_in_its_finger_colour():
@@ -59,11 +61,10 @@ def test_bone_is_drawn_between_its_joints_in_its_finger_colour():
     joints[0, 0, parent] = torch.tensor([-0.2, 0.0, 1.0])  # (12, 24)
     joints[0, 0, child] = torch.tensor([0.2, 0.0, 1.0])  # (52, 24)
     frame = render(joints, points)[0, 0]
-    row = frame[24, 12:53]
-    assert row[0].tolist() == JOINT_RGB[parent].tolist()
-    assert row[-1].tolist() == JOINT_RGB[child].tolist()
-    assert (row[1:-1] == FINGER_RGB[0, 1]).all()  # no gap, bone colour all along
-    assert frame.any(-1).sum() == 41
+    row = frame[24, 11:54]
+    assert (row[:3] == JOINT_RGB[parent]).all() and (row[-3:] == JOINT_RGB[child]).all()
+    assert (row[3:-3] == FINGER_RGB[0, 1]).all()  # no gap, bone colour all along
+    assert frame.any(-1).sum() == 2 * 9 + len(row) - 6  # two 3 x 3 discs, a 1 px bone
 
 
 @pytest.mark.parametrize("tool_depth,target_depth,winner", [(1.0, 2.0, TOOL_RGB),
@@ -102,7 +103,7 @@ def test_bone_leaving_the_image_is_clipped_not_dropped():
     joints[0, 0, 13] = torch.tensor([0.0, 0.0, 1.0])  # left thumb base at (24, 32)
     joints[0, 0, 14] = torch.tensor([1e4, 0.0, 1.0])  # far to the right
     frame = render(joints, points)[0, 0]
-    assert (frame[24, 33:] == FINGER_RGB[0, 0]).all()
+    assert (frame[24, 34:] == FINGER_RGB[0, 0]).all()  # past the joint's 3 x 3 disc
 
 
 def test_sizes_scale_with_image_height():
