@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: local Ray, svimo-small sizes, synthetic data.
 #   1. prepare shards (jobs/prepare.py; reruns keep complete shards),
-#   2. train the small codec once (jobs/train_codec.py; skipped when outputs/codec exists:
-#      a checkpoint's latents only mean something with the codec it was trained with),
+#   2. the small codec, once (jobs/train_codec.py; skipped when outputs/codec exists: a
+#      checkpoint's latents only mean something with the codec it was trained with): the
+#      shipped assets/codec-small when it fits the config, else trained here (13 minutes),
 #   3. the encode pass (jobs/prepare.py --prepare.encode true): every clip's latents and T5
 #      features, which training reads instead of encoding (reruns keep what is complete),
 #   4. train SViMo + VID with Ray Train + DeepSpeed (jobs/train.py; reruns resume the run),

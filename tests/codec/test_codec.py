@@ -162,6 +162,25 @@ def test_an_asset_that_does_not_fit_is_named_and_a_codec_trained(trained, tmp_pa
     assert "installed_from" not in summary and summary["settings"]["text_embed_dim"] == 64
 
 
+def test_the_shipped_codec_fits_the_main_jobs_config(tmp_path):
+    """assets/codec-small, which configs/default.yaml installs, fits that config and loads; a
+    change of svimo-small's sizes that it no longer fits fails here, not in a user's job."""
+    repo = Path(__file__).resolve().parents[2]
+    cfg = load_config(repo / "configs/default.yaml", overrides=[
+        "--codec.asset", str(repo / "assets/codec-small"),
+        "--codec.shards", str(tmp_path / "no-shards")])
+    assert asset_misfit(cfg) is None
+    asset = Path(cfg.codec.asset)
+    summary = json.loads((asset / SUMMARY_NAME).read_text())
+    assert summary["clips"]["val"] >= 16 and summary["motion_video_consistency"]["clips"] >= 16
+    loaded = load_config(repo / "configs/default.yaml", overrides=[
+        "--encoders.vae", str(asset / "vae"), "--encoders.tokenizer", str(asset / "tokenizer"),
+        "--encoders.text_encoder", str(asset / "text_encoder")])
+    vae, text = load_encoders(loaded)
+    assert vae.scaling_factor == pytest.approx(summary["scaling_factor"])
+    assert text.encode(["stir the bowl with the spoon"]).shape == (1, 16, 64)
+
+
 def test_random_batches_of_clips_and_of_frames():
     videos = torch.arange(3 * 5, dtype=torch.uint8).reshape(3, 5, 1, 1, 1).expand(3, 5, 2, 4, 3)
     generator = torch.Generator().manual_seed(0)

@@ -94,9 +94,9 @@ def test_missing_joint_and_shifted_video() -> None:
     result = video_motion_consistency(joints, points, K, R, T, erased, max_px=6)
     assert result.hit_rate.item() == pytest.approx((visible - 2) / visible)
     assert result.pixel_error.item() == pytest.approx(2 * 6 / visible)
-    # every joint 2 px off (single-pixel discs at this size): error 2, a hit only with radius 2
+    # every joint 3 px down: its 3 x 3 disc's nearest row is 2 px off, a hit only with radius 2
     shifted = torch.zeros_like(video)
-    shifted[..., 2:, :] = video[..., :-2, :]
+    shifted[..., 3:, :, :] = video[..., :-3, :, :]
     result = video_motion_consistency(joints, points, K, R, T, shifted, radius=1, max_px=6)
     assert result.hit_rate.item() == 0.0
     assert result.pixel_error.item() == pytest.approx(2.0)
