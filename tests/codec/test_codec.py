@@ -14,7 +14,7 @@ import torch
 from hoi.codec import CodecError
 from hoi.codec.job import PREVIEW_NAME, SUMMARY_NAME, asset_misfit, read_split
 from hoi.codec.text import build_tokenizer, prompt_vocabulary
-from hoi.codec.vae import autocast_dtype, build_vae, random_batch, train_vae
+from hoi.codec.vae import autocast_dtype, build_vae, random_batch, train_vae, vae_loss
 from hoi.config import ConfigError, StorageConfig, load_config
 from hoi.data.clip import Clip
 from hoi.data.schema import clip_to_row
@@ -179,6 +179,35 @@ def test_the_shipped_codec_fits_the_main_jobs_config(tmp_path):
     vae, text = load_encoders(loaded)
     assert vae.scaling_factor == pytest.approx(summary["scaling_factor"])
     assert text.encode(["stir the bowl with the spoon"]).shape == (1, 16, 64)
+
+
+def test_the_loss_weighs_foreground_pixels_and_keeps_all_foreground_samples_plain():
+    cfg = load_config(flavour="svimo-tiny", overrides=["--codec.vae_channels", "[8, 8, 8, 8]"])
+    torch.manual_seed(0)
+    vae = build_vae(cfg)
+    black = torch.full((1, 3, 1, 32, 48), -1.0)
+    skeleton = black.clone()
+    skeleton[..., 10:13, 20:23] = 0.8  # a 3 x 3 px joint on the black canvas
+    bright = torch.rand(1, 3, 1, 32, 48) * 1.6 - 0.6  # every pixel above the threshold
+
+    def loss(pixels, weight):
+        value, mse = vae_loss(vae, pixels, 0.0, torch.Generator().manual_seed(1), weight)
+        return value.item(), mse.item()
+
+    # a frame that is all foreground keeps its plain MSE, whatever the weight
+    assert loss(bright, 10.0)[0] == pytest.approx(loss(bright, 0.0)[1], rel=1e-5)
+    assert loss(bright, 0.0)[0] == pytest.approx(loss(bright, 0.0)[1], rel=1e-5)
+    # on a skeleton frame the 9 foreground pixels weigh 11 times the 1,527 black ones
+    plain, mse = loss(skeleton, 0.0)
+    weighted, _ = loss(skeleton, 10.0)
+    assert plain == pytest.approx(mse, rel=1e-5)
+    recon = vae.decode(vae.encode(skeleton).latent_dist.sample(
+        torch.Generator().manual_seed(1))).sample.detach()
+    error = (recon - skeleton).pow(2).mean(1)[0, 0]  # (H, W), mean over colours
+    fg = torch.zeros_like(error, dtype=torch.bool)
+    fg[10:13, 20:23] = True
+    assert weighted == pytest.approx(((error[~fg].sum() + 11 * error[fg].sum())
+                                      / (error[~fg].numel() + 11 * 9)).item(), rel=1e-4)
 
 
 def test_random_batches_of_clips_and_of_frames():
