@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import tempfile
-import logging
 import time
 from typing import Any
 
@@ -37,6 +37,12 @@ _WRITTEN_LAST = ("config.json", "tokenizer_config.json")
 """Files that mark a saved directory as complete: uploaded after everything else."""
 
 
+def _upload_order(name: str) -> tuple[bool, bool, str]:
+    """Sort key of a codec's files: codec.json (a complete codec) last, before it each
+    directory's `_WRITTEN_LAST` files (a complete directory)."""
+    return name == SUMMARY_NAME, os.path.basename(name) in _WRITTEN_LAST, name
+
+
 @dataclasses.dataclass
 class SplitVideos:
     """One split's clips in memory: video and motion_video uint8 (M, N, H, W, 3), M prompts,
@@ -58,33 +64,31 @@ class SplitVideos:
         return torch.cat([self.video, self.motion_video])
 
 
-def read_prompts(root: str, cfg: Config) -> list[str]:
-    """The prompts of every clip under shard root `root`, all splits."""
+def _read_rows(root: str, split: str | None, columns: list[str], cfg: Config
+               ) -> list[dict[str, Any]]:
+    """`columns` of every row of the shards of `split` (all splits: None) under shard root
+    `root`; none when there are no shards."""
     try:
-        paths = list_shards(root, cfg.storage)
+        paths = list_shards(root, cfg.storage, split)
     except FileNotFoundError:
         return []
-    prompts = []
+    rows = []
     for path in paths:
         fs, inner = resolve(path, cfg.storage)
-        prompts += pq.read_table(inner, filesystem=fs, columns=["prompt"]).column(0).to_pylist()
-    return prompts
+        rows += pq.read_table(inner, filesystem=fs, columns=columns).to_pylist()
+    return rows
+
+
+def read_prompts(root: str, cfg: Config) -> list[str]:
+    """The prompts of every clip under shard root `root`, all splits."""
+    return [row["prompt"] for row in _read_rows(root, None, ["prompt"], cfg)]
 
 
 def read_split(root: str, split: str, cfg: Config) -> SplitVideos | None:
     """Every clip of `split` under shard root `root` (validated against cfg.data's sizes), or
     None when the split has no shards."""
-    try:
-        paths = list_shards(root, cfg.storage, split)
-    except FileNotFoundError:
-        return None
-    if not paths:
-        return None
-    clips = []
-    for path in paths:
-        fs, inner = resolve(path, cfg.storage)
-        clips += [row_to_clip(row, cfg.data.num_frames, cfg.data.height, cfg.data.width)
-                  for row in pq.read_table(inner, filesystem=fs, columns=READ_COLUMNS).to_pylist()]
+    clips = [row_to_clip(row, cfg.data.num_frames, cfg.data.height, cfg.data.width)
+             for row in _read_rows(root, split, READ_COLUMNS, cfg)]
     if not clips:
         return None
     stack = lambda name: torch.stack([torch.from_numpy(np.array(getattr(c, name)))  # noqa: E731
@@ -127,7 +131,7 @@ def save_pretrained(obj: Any, path: str, storage: StorageConfig) -> None:
     with tempfile.TemporaryDirectory(prefix="svimo-codec-") as tmp:
         obj.save_pretrained(tmp)
         names = sorted((os.path.relpath(os.path.join(d, f), tmp) for d, _, files in os.walk(tmp)
-                        for f in files), key=lambda name: (name in _WRITTEN_LAST, name))
+                        for f in files), key=_upload_order)
         for name in names:
             with open(os.path.join(tmp, name), "rb") as f:
                 write_bytes(join(path, name), f.read(), storage)
@@ -165,10 +169,8 @@ def install_asset(cfg: Config) -> dict[str, Any]:
     """Copy the trained codec at codec.asset to codec.output, its codec.json last (the mark of
     a complete codec), with paths to the copies and where it came from; returns that summary."""
     asset, output = cfg.codec.asset, cfg.codec.output
-    names = sorted(list_files(asset, cfg.storage),
-                   key=lambda name: (name == SUMMARY_NAME, os.path.basename(name) in _WRITTEN_LAST,
-                                     name))
-    for name in names[:-1]:
+    names = sorted(list_files(asset, cfg.storage), key=_upload_order)
+    for name in names[:-1]:  # codec.json: below, pointing at the copies
         write_bytes(join(output, name), read_bytes(join(asset, name), cfg.storage), cfg.storage)
     summary = json.loads(read_text(join(asset, SUMMARY_NAME), cfg.storage))
     summary["paths"] = {name: join(output, name) for name in ("vae", "tokenizer", "text_encoder")}
