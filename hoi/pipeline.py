@@ -202,7 +202,7 @@ class SViMoPipeline:
                                   cfg.vid.coord_scale))
         eye = torch.eye(3, device=dev)[None]
         drawn = render_motion_video(j, p, K_t, eye, torch.zeros(1, 3, device=dev), h, w)
-        stream = self.vae.decode(sample.motion_latent)[0].cpu().numpy()
+        stream = self.vae.decode(sample.motion_latent, stream="motion")[0].cpu().numpy()
         return Generation(out_video, j[0].cpu().numpy(), p[0].cpu().numpy(),
                           drawn[0].cpu().numpy(), stream, K, cfg.data.fps, prompt, mode, seed,
                           num_steps)

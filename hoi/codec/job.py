@@ -17,7 +17,14 @@ import torch
 
 from hoi.codec import CodecError
 from hoi.codec.text import build_text_encoder, build_tokenizer, prompt_vocabulary
-from hoi.codec.vae import autocast_dtype, build_vae, latent_std, reconstruction, train_vae
+from hoi.codec.vae import (
+    autocast_dtype,
+    build_vae,
+    latent_moments,
+    latent_std,
+    reconstruction,
+    train_vae,
+)
 from hoi.config import Config, StorageConfig
 from hoi.data.schema import row_to_clip
 from hoi.data.shards import READ_COLUMNS, list_shards
@@ -103,7 +110,7 @@ def round_trip_consistency(vae: VideoVAE, videos: SplitVideos) -> dict[str, floa
     video-motion consistency (`hoi.metrics.consistency`) of decode(encode(motion video))
     against the motion it was drawn from (1 and 0 px for the motion video itself). Mean hit
     rate, its standard error over the clips, and the mean pixel error."""
-    decoded = torch.cat([vae.decode(vae.encode(chunk)).cpu()
+    decoded = torch.cat([vae.decode(vae.encode(chunk, stream="motion"), stream="motion").cpu()
                          for chunk in videos.motion_video.split(_EVAL_CLIPS)])
     result = video_motion_consistency(videos.joints, videos.points, videos.K, videos.R,
                                       videos.T, decoded)
@@ -185,7 +192,8 @@ def run(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
     (`asset_misfit`); returns the summary also written to <output>/codec.json.
 
     1. read the training (and validation) clips; 2. train the VAE; 3. set its scaling factor
-    to 1 / std of the training latents; 4. measure reconstruction on the validation clips
+    to 1 / std of the training latents, and measure each stream's per-channel latent
+    statistics (`hoi.model.encoders.LATENT_STATS`, saved with the VAE); 4. measure reconstruction on the validation clips
     (the training clips when there are none): PSNR, and the video-motion consistency of the
     round-tripped motion videos; 5. build the tokenizer and T5; 6. save."""
     start = time.monotonic()
@@ -209,11 +217,13 @@ def run(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
         vae = build_vae(cfg)
     before = reconstruction(VideoVAE(vae), evaluated.both)
     history = train_vae(vae, train.both, cfg, progress=progress)
-    # 3. Scaled latents of unit variance, like diffusion VAEs.
+    # 3. Latents of unit variance: CogVideoX's one scaling factor (kept for diffusers' own
+    # pipelines), and the per-channel statistics of each stream, which our pipeline uses.
     std = latent_std(vae, train.both)
     vae.register_to_config(scaling_factor=1.0 / std)
+    wrapped = VideoVAE(vae, {"video": latent_moments(vae, train.video),
+                             "motion": latent_moments(vae, train.motion_video)})
     # 4. Reconstruction quality, RGB and motion video apart.
-    wrapped = VideoVAE(vae)
     after = {name: reconstruction(wrapped, getattr(evaluated, name))
              for name in ("video", "motion_video")}
     consistency = round_trip_consistency(wrapped, evaluated)
@@ -228,7 +238,7 @@ def run(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
         text_encoder = build_text_encoder(cfg, len(tokenizer))
     # 6. Save: the three directories, then the summary.
     paths = {name: join(codec.output, name) for name in ("vae", "tokenizer", "text_encoder")}
-    save_pretrained(vae, paths["vae"], cfg.storage)
+    save_pretrained(wrapped, paths["vae"], cfg.storage)
     save_pretrained(tokenizer, paths["tokenizer"], cfg.storage)
     save_pretrained(text_encoder, paths["text_encoder"], cfg.storage)
     summary = {

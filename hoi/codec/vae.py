@@ -15,7 +15,7 @@ from hoi.metrics.video import psnr_db
 from hoi.model.encoders import VideoVAE, to_vae_input
 
 _EVAL_BATCH = 4
-"""Clips per forward pass when encoding for the scaling factor and the evaluation."""
+"""Clips per forward pass when encoding for the latent statistics and the evaluation."""
 
 
 def build_vae(cfg: Config) -> AutoencoderKLCogVideoX:
@@ -145,6 +145,17 @@ def latent_std(vae: AutoencoderKLCogVideoX, videos: torch.Tensor) -> float:
     modes = [vae.encode(to_vae_input(chunk)).latent_dist.mode()
              for chunk in videos.split(_EVAL_BATCH)]
     return torch.cat(modes).float().std().item()
+
+
+@torch.no_grad()
+def latent_moments(vae: AutoencoderKLCogVideoX, videos: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (C,) of the unscaled posterior modes of `videos` uint8
+    (M, N, H, W, 3), in float32."""
+    modes = torch.cat([vae.encode(to_vae_input(chunk)).latent_dist.mode()
+                       for chunk in videos.split(_EVAL_BATCH)]).float()  # (M, C, F, h, w)
+    channels = modes.transpose(0, 1).flatten(1)
+    return channels.mean(1), channels.std(1)
 
 
 @torch.no_grad()

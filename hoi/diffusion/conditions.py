@@ -66,7 +66,7 @@ def render_guidance(motion: torch.Tensor, K: torch.Tensor, vae: VideoVAE, cfg: C
     T = torch.zeros(B, 3, device=motion.device)
     frames = render_motion_video(joints, points, K.to(motion.device).float(), R, T,
                                  cfg.data.height, cfg.data.width)
-    return vae.encode(frames)
+    return vae.encode(frames, stream="motion")
 
 
 FLOAT32_FIELDS = ("motion", "K")
@@ -135,7 +135,7 @@ def encode_clips(clips: dict, vae: VideoVAE, text_encoder: TextEncoder, cfg: Con
                        cfg.vid.coord_center, cfg.vid.coord_scale)
     return TrainBatch(
         video_latent=vae.encode(video),
-        motion_latent=vae.encode(clips["motion_video"].to(device)),
+        motion_latent=vae.encode(clips["motion_video"].to(device), stream="motion"),
         image_latent=torch.cat(images),
         text=text_encoder.encode(list(clips["prompt"])).to(device),
         motion=motion.to(device),

@@ -9,13 +9,17 @@ Layouts (see /work/notes/contract.md):
 
 - videos are uint8 (B, N, H, W, 3), as renderers and shards give them;
 - the VAE itself sees floats in [-1, 1] as (B, 3, N, H, W) (diffusers layout);
-- latents are (B, F, C, h, w), frames first like CogVideoX's transformer input, already
-  multiplied by the VAE's ``config.scaling_factor`` (so they have about unit variance).
+- latents are (B, F, C, h, w), frames first like CogVideoX's transformer input, of about unit
+  variance: multiplied by the VAE's ``config.scaling_factor`` (CogVideoX's rule), or, where
+  the VAE directory holds per-channel statistics (`LATENT_STATS`, written by
+  `jobs/train_codec.py`), standardised channel by channel with the statistics of their stream:
+  RGB videos (``video``) and rendered motion videos (``motion``) apart.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 import torch
@@ -26,6 +30,12 @@ from hoi.config import Config, ConfigError, StorageConfig
 from hoi.storage import list_files, local_dir, resolve
 
 Device = torch.device | str | None
+
+STREAMS = ("video", "motion")
+"""What a latent codes: an RGB video, or a rendered motion video."""
+LATENT_STATS = "latent_stats.json"
+"""Per-channel statistics of a VAE's latents, by stream, in its directory:
+{"video": {"mean": [C], "std": [C]}, "motion": {...}} of the unscaled posterior modes."""
 
 # ---------------------------------------------------------------------------------------------
 # Pixel layouts
@@ -58,8 +68,20 @@ class VideoVAE:
     network's state_dict or optimiser by being assigned as an attribute.
     """
 
-    def __init__(self, vae: AutoencoderKLCogVideoX) -> None:
+    def __init__(self, vae: AutoencoderKLCogVideoX,
+                 stats: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+        """stats: per stream (`STREAMS`), the mean and std (C,) of the unscaled latents, with
+        which latents are standardised channel by channel instead of scaled by
+        `scaling_factor`; None: scaled (a CogVideoX VAE)."""
         self.vae = vae.eval().requires_grad_(False)
+        if stats is not None:
+            channels = int(vae.config.latent_channels)
+            for stream in STREAMS:
+                mean, std = stats[stream]
+                if (mean.shape, std.shape) != ((channels,),) * 2 or not bool((std > 0).all()):
+                    raise ValueError(f"latent statistics of {stream!r} must be {channels} means "
+                                     f"and {channels} positive stds")
+        self.stats = stats
 
     @classmethod
     def load(cls, path: str, storage: StorageConfig, *, slicing: bool, tiling: bool,
@@ -74,11 +96,20 @@ class VideoVAE:
             # float32 there; low_cpu_mem_usage=False because accelerate is not a dependency.
             vae = AutoencoderKLCogVideoX.from_pretrained(
                 local, local_files_only=True, torch_dtype=dtype, low_cpu_mem_usage=False)
+            stats = _read_stats(os.path.join(local, LATENT_STATS))
         if slicing:
             vae.enable_slicing()
         if tiling:
             vae.enable_tiling()
-        return cls(vae.to(device))
+        return cls(vae.to(device), stats)
+
+    def save_pretrained(self, directory: str) -> None:
+        """The VAE's diffusers files, and its latent statistics when it has them."""
+        self.vae.save_pretrained(directory)
+        if self.stats is not None:
+            with open(os.path.join(directory, LATENT_STATS), "w") as f:
+                json.dump({stream: {"mean": mean.tolist(), "std": std.tolist()}
+                           for stream, (mean, std) in self.stats.items()}, f, indent=1)
 
     def to(self, device: Device = None, dtype: torch.dtype | None = None) -> VideoVAE:
         self.vae.to(device=device, dtype=dtype)
@@ -109,12 +140,14 @@ class VideoVAE:
         return int(self.vae.config.temporal_compression_ratio)
 
     @torch.no_grad()
-    def encode(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def encode(self, video: torch.Tensor, generator: torch.Generator | None = None, *,
+               stream: str = "video") -> torch.Tensor:
         """uint8 (B, N, H, W, 3) -> scaled latents (B, F, C, h, w) on the VAE's device, in its
-        dtype; F = (N - 1) / temporal_compression + 1.
+        dtype; F = (N - 1) / temporal_compression + 1. stream: what the video is (`STREAMS`),
+        whose statistics standardise the latents.
 
         The posterior's mode, or a sample drawn with `generator` when one is given."""
-        return self._encode_pixels(to_vae_input(video.to(self.device)), generator)
+        return self._encode_pixels(to_vae_input(video.to(self.device)), generator, stream)
 
     @torch.no_grad()
     def encode_image(self, image: torch.Tensor, noise_sigma: torch.Tensor | None = None,
@@ -132,20 +165,49 @@ class VideoVAE:
             pixels = pixels + sigma * noise.to(pixels)
         elif noise_sigma is not None and bool((noise_sigma != 0).any()):
             raise ValueError("noise_sigma > 0 needs a generator to draw the noise with")
-        return self._encode_pixels(pixels, generator)
+        return self._encode_pixels(pixels, generator, "video")
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents (B, F, C, h, w) -> uint8 video (B, N, H, W, 3) on the VAE's device,
-        N = temporal_compression x (F - 1) + 1."""
+    def decode(self, latents: torch.Tensor, *, stream: str = "video") -> torch.Tensor:
+        """Scaled latents (B, F, C, h, w) of `stream` -> uint8 video (B, N, H, W, 3) on the
+        VAE's device, N = temporal_compression x (F - 1) + 1."""
         z = latents.to(device=self.device, dtype=self.dtype).permute(0, 2, 1, 3, 4)
-        return from_vae_output(self.vae.decode(z / self.scaling_factor).sample)
+        shift, scale = self._affine(stream, z)
+        return from_vae_output(self.vae.decode(z / scale + shift).sample)
 
-    def _encode_pixels(self, pixels: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def _encode_pixels(self, pixels: torch.Tensor, generator: torch.Generator | None,
+                       stream: str) -> torch.Tensor:
         """float (B, 3, N, H, W) in [-1, 1] -> scaled latents (B, F, C, h, w)."""
         posterior = self.vae.encode(pixels.to(device=self.device, dtype=self.dtype)).latent_dist
         z = posterior.mode() if generator is None else posterior.sample(generator)
-        return (z * self.scaling_factor).permute(0, 2, 1, 3, 4).contiguous()
+        shift, scale = self._affine(stream, z)
+        return ((z - shift) * scale).permute(0, 2, 1, 3, 4).contiguous()
+
+    def _affine(self, stream: str, like: torch.Tensor
+                ) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """`stream`'s latents are (z - shift) x scale of the unscaled ones z: its mean and 1 /
+        std, shaped (1, C, 1, 1, 1) on `like`'s device and dtype, or 0 and scaling_factor for a
+        VAE without statistics (exactly CogVideoX's pipelines' scaling)."""
+        if stream not in STREAMS:
+            raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
+        if self.stats is None:
+            return 0.0, self.scaling_factor
+        mean, std = self.stats[stream]
+        return mean.to(like).reshape(1, -1, 1, 1, 1), 1.0 / std.to(like).reshape(1, -1, 1, 1, 1)
+
+
+def _read_stats(path: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
+    """`LATENT_STATS` at `path`, or None where the VAE has none."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        stats = json.load(f)
+    try:
+        return {stream: (torch.tensor(stats[stream]["mean"], dtype=torch.float32),
+                         torch.tensor(stats[stream]["std"], dtype=torch.float32))
+                for stream in STREAMS}
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path} must hold a mean and a std for each of {STREAMS}") from e
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from hoi.config import ConfigError, StorageConfig, load_config
 from hoi.data.clip import Clip
 from hoi.data.schema import clip_to_row
 from hoi.data.shards import shard_path, write_shard
-from hoi.model.encoders import load_encoders
+from hoi.model.encoders import VideoVAE, load_encoders
 from hoi.vocabulary import ACTIONS, prompt_for
 from jobs.train_codec import main
 from tests.conftest import make_clip
@@ -102,11 +102,19 @@ def test_saved_codec_loads_through_load_encoders(trained):
         "--encoders.text_encoder", paths["text_encoder"]])
     vae, text = load_encoders(cfg)
     assert vae.scaling_factor == pytest.approx(summary["scaling_factor"])
-    # the scaling factor gives the training latents (posterior modes) unit std
+    # each stream's training latents (posterior modes) are standardised channel by channel
+    # with that stream's statistics, saved with the VAE
     train = read_split(job_cfg.codec.shards, "train", cfg)
-    latents = vae.encode(train.both)
-    assert latents.shape == (8, *cfg.latent_shape[:1], cfg.latent.channels, *cfg.latent_shape[1:])
-    assert latents.std().item() == pytest.approx(1.0, rel=1e-3)
+    for stream, videos in (("video", train.video), ("motion", train.motion_video)):
+        latents = vae.encode(videos, stream=stream)
+        assert latents.shape == (4, *cfg.latent_shape[:1], cfg.latent.channels,
+                                 *cfg.latent_shape[1:])
+        channels = latents.transpose(0, 2).flatten(1)
+        assert channels.mean(1).abs().max().item() < 1e-4
+        assert torch.allclose(channels.std(1), torch.ones(cfg.latent.channels), atol=1e-4)
+    # without them (diffusers' own pipelines), the scaling factor gives them unit std
+    scaled = VideoVAE(vae.vae).encode(train.both)
+    assert scaled.std().item() == pytest.approx(1.0, rel=1e-3)
     # the new word got its own id: the two prompts differ in features
     emb = text.encode(["squeeze the lemon", "stir the lemon", "squeeze the lemon"])
     assert emb.shape == (3, cfg.model.max_text_tokens, cfg.model.text_embed_dim)
@@ -178,6 +186,7 @@ def test_the_shipped_codec_fits_the_main_jobs_config(tmp_path):
         "--encoders.text_encoder", str(asset / "text_encoder")])
     vae, text = load_encoders(loaded)
     assert vae.scaling_factor == pytest.approx(summary["scaling_factor"])
+    assert vae.stats is not None  # each stream's latents standardised, as the job saves them
     assert text.encode(["stir the bowl with the spoon"]).shape == (1, 16, 64)
 
 

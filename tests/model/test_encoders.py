@@ -12,6 +12,7 @@ from hoi.codec.job import save_pretrained
 from hoi.codec.text import build_text_encoder, build_tokenizer, prompt_vocabulary
 from hoi.config import ConfigError, StorageConfig, load_config
 from hoi.model.encoders import (
+    LATENT_STATS,
     TextEncoder,
     VideoVAE,
     from_vae_output,
@@ -134,6 +135,48 @@ def test_encode_image_noise_is_per_sample_and_seeded(vae):
         vae.encode_image(image, torch.tensor([0.0, 0.5]))
 
 
+def channel_stats(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    c = CFG.latent.channels
+    return torch.randn(c, generator=g), 0.5 + torch.rand(c, generator=g)
+
+
+STATS = {"video": channel_stats(1), "motion": channel_stats(2)}
+
+
+def test_statistics_standardise_each_stream_channel_by_channel():
+    standardised = VideoVAE(tiny_vae(), STATS)
+    v = video()
+    with torch.no_grad():
+        mode = standardised.vae.encode(to_vae_input(v)).latent_dist.mode()  # (B, C, F, h, w)
+    latents = torch.randn(2, F, CFG.latent.channels, h, w, generator=torch.Generator().manual_seed(1))
+    for stream, (mean, std) in STATS.items():
+        shape = (1, -1, 1, 1, 1)
+        torch.testing.assert_close(standardised.encode(v, stream=stream),
+                                   ((mode - mean.view(shape)) / std.view(shape)).permute(0, 2, 1, 3, 4))
+        with torch.no_grad():
+            raw = standardised.vae.decode(latents.permute(0, 2, 1, 3, 4) * std.view(shape)
+                                          + mean.view(shape)).sample
+        assert (standardised.decode(latents, stream=stream).int() - from_vae_output(raw).int()
+                ).abs().max() <= 1  # rounding to uint8 of the same floats up to their last bit
+    # the reference image is a video's first frame
+    torch.testing.assert_close(standardised.encode_image(v[:, 0], noise_sigma=torch.zeros(2)),
+                               standardised.encode(v[:, :1]))
+    # a stream it has no statistics for is named, with or without statistics
+    for wrapper in (standardised, VideoVAE(tiny_vae())):
+        with pytest.raises(ValueError, match="stream"):
+            wrapper.encode(v, stream="depth")
+
+
+def test_statistics_must_fit_the_latent_channels():
+    c = CFG.latent.channels
+    for bad in ({"video": STATS["video"]},  # a stream missing
+                {**STATS, "motion": (torch.zeros(c + 1), torch.ones(c + 1))},
+                {**STATS, "motion": (torch.zeros(c), torch.zeros(c))}):  # std 0
+        with pytest.raises((ValueError, KeyError)):
+            VideoVAE(tiny_vae(), bad)
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------
@@ -147,6 +190,23 @@ def test_load_from_local_dir_with_slicing_and_tiling(vae, saved_vae):
     torch.testing.assert_close(loaded.encode(v), vae.encode(v))
     plain = VideoVAE.load(saved_vae, LOCAL, slicing=False, tiling=False, dtype=torch.float64)
     assert not plain.vae.use_slicing and plain.dtype == torch.float64
+
+
+def test_statistics_are_saved_with_the_vae_and_loaded(s3, tmp_path):
+    root = s3.fresh_root()
+    save_pretrained(VideoVAE(tiny_vae(), STATS), f"{root}/vae", s3.storage)
+    loaded = VideoVAE.load(f"{root}/vae", s3.storage, slicing=False, tiling=False)
+    for stream, (mean, std) in STATS.items():
+        assert torch.equal(loaded.stats[stream][0], mean) and torch.equal(loaded.stats[stream][1], std)
+    v = video(batch=1)
+    torch.testing.assert_close(loaded.encode(v, stream="motion"),
+                               VideoVAE(tiny_vae(), STATS).encode(v, stream="motion"))
+    # a statistics file without a stream is named
+    local = tmp_path / "vae"
+    save_pretrained(tiny_vae(), str(local), LOCAL)
+    (local / LATENT_STATS).write_text('{"video": {"mean": [0], "std": [1]}}')
+    with pytest.raises(ValueError, match=LATENT_STATS):
+        VideoVAE.load(str(local), LOCAL, slicing=False, tiling=False)
 
 
 def test_load_from_s3(s3, vae):
