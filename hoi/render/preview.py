@@ -90,9 +90,26 @@ def write_motion_gallery(path: str | Path, video: np.ndarray, generated: np.ndar
 
     Args: (B, N, H, W, 3) uint8 each; the motion videos drawn with each clip's camera."""
     last = lambda x: x[:, -1]  # noqa: E731
-    panels = [last(video), last(generated), overlay(last(video), last(motion_video)),
-              overlay(last(video), last(generated_motion_video))]
-    rows = _upscale(np.concatenate(panels, axis=2), _scale(video.shape[2]))
+    return _write_rows(path, [last(video), last(generated),
+                              overlay(last(video), last(motion_video)),
+                              overlay(last(video), last(generated_motion_video))])
+
+
+def write_driven_gallery(path: str | Path, motion_video: np.ndarray, driven: np.ndarray,
+                         other_motion_video: np.ndarray, other_driven: np.ndarray) -> Path:
+    """A PNG of one row per clip, four panels of its last frame: its motion video | the video
+    generated from the clip's first frame and prompt under that motion | another clip's motion
+    video | the video generated from the same first frame and prompt under that one (so a
+    video that follows its motion shows the hands where each motion puts them).
+
+    Args: (B, N, H, W, 3) uint8 each."""
+    return _write_rows(path, [x[:, -1] for x in (motion_video, driven, other_motion_video,
+                                                  other_driven)])
+
+
+def _write_rows(path: str | Path, panels: list[np.ndarray]) -> Path:
+    """Panels (B, H, W, 3) side by side, one row per clip, upscaled to PANEL_HEIGHT."""
+    rows = _upscale(np.concatenate(panels, axis=2), _scale(panels[0].shape[1]))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(path, np.concatenate(list(rows), axis=0))

@@ -34,6 +34,7 @@ from hoi.diffusion.closed_loop import ClosedLoop
 from hoi.diffusion.conditions import TrainBatch, encode_clips, image_noise_sigma
 from hoi.diffusion.sampler import MODES, Sampler
 from hoi.geometry.motion import POINTS_PER_OBJECT, denormalize, unpack
+from hoi.metrics.consistency import video_motion_consistency
 from hoi.metrics.motion import (
     hand_tool_distance,
     mpjpe,
@@ -48,7 +49,7 @@ from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
 from hoi.render.motion_video import render_motion_video
 from hoi.render.mp4 import write_mp4
-from hoi.render.preview import write_motion_gallery, write_preview
+from hoi.render.preview import write_driven_gallery, write_motion_gallery, write_preview
 from hoi.train.data import resize_clips
 from hoi.train.engine import lr_factor
 
@@ -157,7 +158,10 @@ def evaluate(cfg: Config, svimo: SViMo, vid: VID, vae: VideoVAE, text_encoder: T
     motion that ignores its conditions would reach. With `out_dir`, each mode writes a preview
     of the first clip (`<mode>.mp4/.png`) and, where it makes motion, `<mode>-gallery.png`:
     the last frames of the first `GALLERY_CLIPS` clips, true and generated, with the true and
-    the generated motion drawn over the true frame."""
+    the generated motion drawn over the true frame. Modes that output motion also report the
+    video-motion consistency of the motion stream's video with that motion
+    (`consistency_hit_rate` and its standard error over the clips), and motion_to_video
+    whether the video follows the motion (`follows_motion`)."""
     device = vae.device
     g = torch.Generator(device).manual_seed(seed)
     collated = resize_clips(collate_clips(clips), cfg.data.height, cfg.data.width)
@@ -188,6 +192,19 @@ def evaluate(cfg: Config, svimo: SViMo, vid: VID, vae: VideoVAE, text_encoder: T
         if motion is not None:
             joints, points = unpack(_metres(cfg, motion))
             row |= _motion_metrics(joints, points, gt_joints, gt_points, K)
+            # the motion video the motion stream made, against the 3D motion VID made
+            stream = vae.decode(sample.motion_latent, stream="motion").cpu()
+            eye, zero = torch.eye(3).expand(len(clips), 3, 3), torch.zeros(len(clips), 3)
+            vmc = video_motion_consistency(joints, points, K, eye, zero, stream)
+            hits = vmc.hit_rate[~vmc.hit_rate.isnan()]
+            row |= {"consistency_hit_rate": hits.mean().item(),
+                    "consistency_hit_rate_se": (hits.std() / len(hits) ** 0.5).item()
+                    if len(hits) > 1 else 0.0}
+        if mode == "motion_to_video" and len(clips) > 1:
+            row |= follows_motion(cfg, sampler, batch, sample.video_latent, gt_video, null_text,
+                                  seed=seed, num_steps=num_steps,
+                                  gallery=None if out_dir is None
+                                  else Path(out_dir) / "motion_to_video-driven.png")
         results[mode] = row
         if out_dir is not None:
             _preview(cfg, Path(out_dir) / mode, video[0], motion, K[0], clips[0].fps)
@@ -195,6 +212,53 @@ def evaluate(cfg: Config, svimo: SViMo, vid: VID, vae: VideoVAE, text_encoder: T
                 _gallery(cfg, Path(out_dir) / f"{mode}-gallery.png", gt_video, video,
                          collated["motion_video"], motion, K)
     return results
+
+
+@torch.no_grad()
+def follows_motion(cfg: Config, sampler: Sampler, batch: TrainBatch, driven: torch.Tensor,
+                   gt_video: torch.Tensor, null_text: torch.Tensor, *, seed: int,
+                   num_steps: int | None, gallery: Path | None = None) -> dict[str, float]:
+    """Whether the video follows the motion (issue 22's second target): each clip's
+    `motion_to_video` sample under its own motion (`driven`, latents) against one under another
+    clip's (clips paired off by one), from the same first frame, prompt and noise.
+
+    Returns the videos' PSNR against the clip's true frames under the other motion
+    (`other_motion_video_psnr_db`), the paired gain of the own motion over it and its
+    standard error over the clips (`psnr_gain_db`, `psnr_gain_se_db`), and where VID's
+    `video_to_motion` finds the hands in each generated video: its MPJPE to the motion that
+    drove the video (`read_mpjpe_driving_mm`) and to the other one (`read_mpjpe_other_mm`),
+    both videos of every clip pooled. With `gallery`, `write_driven_gallery` of the first
+    `GALLERY_CLIPS` clips."""
+    device = driven.device
+    own, other = batch.motion, batch.motion.roll(1, 0)
+    generate = lambda mode, **given: sampler(  # noqa: E731
+        batch.image_latent, batch.text, batch.K, mode=mode, num_steps=num_steps,
+        null_text=null_text, generator=torch.Generator(device).manual_seed(seed), **given)
+    other_driven = generate("motion_to_video", motion=other).video_latent
+    videos = [vae_video.cpu() for vae_video in (sampler.vae.decode(driven),
+                                               sampler.vae.decode(other_driven))]
+    gain = psnr(videos[0], gt_video) - psnr(videos[1], gt_video)
+    read = [generate("video_to_motion", video_latent=latent).motion.float().cpu()
+            for latent in (driven, other_driven)]
+    joints = lambda motion: unpack(_metres(cfg, motion.float().cpu()))[0]  # noqa: E731
+    to_driving = torch.cat([mpjpe(joints(read[0]), joints(own)),
+                            mpjpe(joints(read[1]), joints(other))])
+    to_other = torch.cat([mpjpe(joints(read[0]), joints(other)),
+                          mpjpe(joints(read[1]), joints(own))])
+    if gallery is not None:
+        n = min(GALLERY_CLIPS, len(own))
+        eye, zero = torch.eye(3).expand(n, 3, 3), torch.zeros(n, 3)
+        drawn = [render_motion_video(*unpack(_metres(cfg, m[:n].cpu())), batch.K[:n].cpu().float(),
+                                     eye, zero, cfg.data.height, cfg.data.width)
+                 for m in (own, other)]
+        write_driven_gallery(gallery, drawn[0].numpy(), videos[0][:n].numpy(),
+                             drawn[1].numpy(), videos[1][:n].numpy())
+        log.info("gallery %s", gallery)
+    return {"other_motion_video_psnr_db": psnr(videos[1], gt_video).mean().item(),
+            "psnr_gain_db": gain.mean().item(),
+            "psnr_gain_se_db": (gain.std() / len(gain) ** 0.5).item(),
+            "read_mpjpe_driving_mm": 1000 * to_driving.mean().item(),
+            "read_mpjpe_other_mm": 1000 * to_other.mean().item()}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,11 +12,13 @@ import torch
 
 from hoi.config import load_config
 from hoi.data.prepare import run as prepare
+from hoi.diffusion.sampler import Sampler
 from hoi.metrics.motion import object_centre_error, object_chamfer, point_error
 from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
+from hoi.train.local import follows_motion
 from jobs.train_local import main
-from tests.diffusion.tiny import build_parts
+from tests.diffusion.tiny import build_parts, clip_batch
 
 
 @pytest.mark.slow
@@ -75,6 +77,49 @@ def test_train_local_job(tmp_path, ray_local):
     panels = np.split(picture, 4, axis=1)
     assert (panels[2] == panels[3]).all(-1).mean() > 0.99
     assert not (out / "previews-masked" / "video_only-gallery.png").exists()
+    # the motion stream's video against the 3D motion, in every mode that makes motion
+    for mode in ("joint", "motion_to_video", "video_to_motion"):
+        assert 0 <= metrics[mode]["consistency_hit_rate"] <= 1, mode
+        assert metrics[mode]["consistency_hit_rate_se"] >= 0
+    assert "consistency_hit_rate" not in metrics["masked_video_only"]
+    # the video driven by each clip's motion against another clip's (issue 22's measure)
+    follows = metrics["motion_to_video"]
+    assert follows["psnr_gain_db"] == pytest.approx(
+        follows["video_psnr_db"] - follows["other_motion_video_psnr_db"], abs=1e-4)
+    assert follows["read_mpjpe_driving_mm"] > 0 and follows["read_mpjpe_other_mm"] > 0
+    driven = np.split(iio.imread(out / "previews" / "motion_to_video-driven.png"), 4, axis=1)
+    assert driven[0].shape == (2 * 8 * 32, 8 * 48, 3)
+    assert not (driven[0] == driven[2]).all()  # the two clips' motion videos
+
+
+def test_one_motion_for_every_clip_drives_them_alike():
+    """follows_motion compares the own motion with another clip's from the same first frame,
+    prompt and noise: when every clip has the same motion, the two arms are the same
+    samples, and every figure of the comparison is even."""
+    cfg = load_config(flavour="svimo-tiny")
+    parts = build_parts(cfg, perturb=0.02)
+    batch = clip_batch(parts, [0, 1])
+    batch.motion = batch.motion[:1].expand_as(batch.motion).clone()
+    batch.K = batch.K[:1].expand_as(batch.K).clone()
+    sampler = Sampler(cfg, parts.svimo.eval(), parts.vid.eval(), parts.vae)
+    own = sampler(batch.image_latent, batch.text, batch.K, mode="motion_to_video", num_steps=2,
+                  null_text=parts.null_text, generator=torch.Generator().manual_seed(5),
+                  motion=batch.motion).video_latent
+    gt_video = parts.vae.decode(batch.video_latent)
+    row = follows_motion(cfg, sampler, batch, own, gt_video, parts.null_text, seed=5,
+                         num_steps=2)
+    assert row["psnr_gain_db"] == 0.0 and row["psnr_gain_se_db"] == 0.0
+    assert row["read_mpjpe_driving_mm"] == row["read_mpjpe_other_mm"] > 0
+    # with two motions the arms differ
+    other = clip_batch(parts, [0, 1])
+    other_own = sampler(other.image_latent, other.text, other.K, mode="motion_to_video",
+                        num_steps=2, null_text=parts.null_text,
+                        generator=torch.Generator().manual_seed(5),
+                        motion=other.motion).video_latent
+    row = follows_motion(cfg, sampler, other, other_own, gt_video, parts.null_text, seed=5,
+                         num_steps=2)
+    assert row["psnr_gain_db"] != 0.0
+    assert row["read_mpjpe_driving_mm"] != row["read_mpjpe_other_mm"]
 
 
 def test_bad_encoder_path_is_a_clear_error(tmp_path, capsys):
