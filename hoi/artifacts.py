@@ -183,6 +183,19 @@ def export_networks(directory: str | Path, svimo: nn.Module, vid: nn.Module, cfg
     export(directory, state, cfg, step, storage)
 
 
+def is_exported_model(path: str, storage: StorageConfig) -> bool:
+    """Whether `path` is an exported model directory (its pipeline.json is there)."""
+    return exists(join(path.rstrip("/"), PIPELINE_NAME), storage)
+
+
+def read_network(model_dir: str, name: str, storage: StorageConfig) -> dict[str, torch.Tensor]:
+    """The state dict of network `name` ("svimo" or "vid") of an exported model directory,
+    on the CPU, as saved (read from a local file: one copy in memory)."""
+    meta = json.loads(read_text(join(model_dir, PIPELINE_NAME), storage))
+    with local_file(join(model_dir, meta[name], WEIGHTS_NAME), storage) as weights:
+        return safetensors.torch.load_file(weights)
+
+
 def verify(directory: str | Path, storage: StorageConfig | None = None) -> TrainState:
     """The TrainState of a complete checkpoint directory (local or s3://): its
     train_state.json is there and so is every file it lists; else CheckpointError."""

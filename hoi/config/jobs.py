@@ -121,8 +121,11 @@ class TrainConfig:
     shards: str = "outputs/shards"
     """Shard root whose train split is streamed (local or s3://)."""
     init_from: str | None = None
-    """A diffusers CogVideoX I2V transformer directory (local or s3://) that initialises
-    SViMo (`hoi.model.weights.load_cogvideox`); None: random initial weights."""
+    """What training starts from (local or s3://): a diffusers CogVideoX I2V transformer
+    directory, which initialises SViMo (`hoi.model.weights.load_cogvideox`; VID starts
+    fresh), or an exported SViMo model directory (pipeline.json, svimo/, vid/: a
+    checkpoint's model/, or a shipped foundation), which initialises both; None: random
+    initial weights. A resumed run starts from its checkpoint instead."""
     run_name: str = "svimo"
     """Run directory under storage_path; rerunning with the same name resumes the run."""
     storage_path: str = "outputs/runs"

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from hoi.artifacts import build_with_state, is_exported_model, model_config, read_network
 from hoi.config import Config, ConfigError
 from hoi.diffusion.closed_loop import ClosedLoop, Phase
 from hoi.diffusion.conditions import TrainBatch
@@ -61,9 +62,10 @@ class TrainSystem(nn.Module):
 
 
 def build_models(cfg: Config, world_size: int, device: torch.device) -> tuple[SViMo, VID]:
-    """SViMo from train.init_from's CogVideoX weights, or fresh, and a fresh VID; seeded by
-    train.seed, the same on every rank; with train.lora_rank, SViMo gets LoRA adapters and
-    only they and its motion stream train (`hoi.train.lora`).
+    """SViMo and VID from train.init_from: an exported SViMo model (both networks, e.g. the
+    shipped svimo-small foundation) or CogVideoX's transformer (SViMo; VID fresh); or both
+    fresh, seeded by train.seed, the same on every rank. With train.lora_rank, SViMo gets
+    LoRA adapters and only they and its motion stream train (`hoi.train.lora`).
 
     Under ZeRO-3 SViMo is built partitioned (`deepspeed.zero.Init`): a rank holds one module's
     whole parameters at a time while they are made, then only its share, so no rank ever
@@ -78,10 +80,21 @@ def build_models(cfg: Config, world_size: int, device: torch.device) -> tuple[SV
 
 def _build_models(cfg: Config, world_size: int, device: torch.device) -> tuple[SViMo, VID]:
     t = cfg.train
+    ours = t.init_from is not None and is_exported_model(t.init_from, cfg.storage)
+    if ours:
+        misfit = model_misfit(t.init_from, cfg)
+        if misfit is not None:
+            raise ConfigError(f"train.init_from {t.init_from!r}: {misfit}")
     with torch.random.fork_rng():
         torch.manual_seed(t.seed)
-        vid = VID(cfg)
+        # in float32 as a fresh build, whatever the model was saved in (the shipped
+        # foundation is bf16); DeepSpeed casts to the run's precision
+        vid = (build_with_state(VID, cfg, read_network(t.init_from, "vid", cfg.storage),
+                                dtype=torch.float32).train() if ours else VID(cfg))
         if resolve_zero_stage(cfg, device) != 3:
+            if ours:
+                state = read_network(t.init_from, "svimo", cfg.storage)
+                return build_with_state(SViMo, cfg, state, dtype=torch.float32).train(), vid
             if t.init_from is not None:
                 return load_cogvideox(t.init_from, cfg, cfg.storage).train(), vid
             return SViMo(cfg), vid
@@ -94,13 +107,31 @@ def _build_models(cfg: Config, world_size: int, device: torch.device) -> tuple[S
     # initialize as it is, and ZeRO-3 keeps all parameters in one dtype
     vid = vid.to(next(svimo.parameters()).dtype)
     if t.init_from is not None:
-        if dist.get_rank() == 0:
+        if dist.get_rank() != 0:
+            load_partitioned(svimo, None, device)
+        elif ours:
+            load_partitioned(svimo, read_network(t.init_from, "svimo", cfg.storage), device)
+        else:
             with open_foundation(t.init_from, cfg, cfg.storage) as weights:
                 load_partitioned(svimo, weights, device)
                 weights.check_all_used()
-        else:
-            load_partitioned(svimo, None, device)
     return svimo.train(), vid
+
+
+def model_misfit(model_dir: str, cfg: Config) -> str | None:
+    """Why the exported model at `model_dir` cannot initialise cfg's networks (a parameter
+    or buffer it lacks, has extra, or has in another shape, read from its config on the meta
+    device: no weights are read), or None when it can."""
+    saved = model_config(model_dir, cfg.storage)
+    for cls in (SViMo, VID):
+        with torch.device("meta"):
+            theirs, ours = ({k: tuple(v.shape) for k, v in cls(c).state_dict().items()}
+                            for c in (saved, cfg))
+        if theirs != ours:
+            name = next(k for k in sorted({*theirs, *ours}) if theirs.get(k) != ours.get(k))
+            return (f"its {cls.__name__} does not fit the config: {name} is "
+                    f"{theirs.get(name, 'missing')} there, {ours.get(name, 'missing')} here")
+    return None
 
 
 def load_partitioned(model: nn.Module, tensors: Mapping[str, torch.Tensor] | None,

@@ -25,14 +25,14 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from hoi import resources
-from hoi.artifacts import MODEL_DIR
+from hoi.artifacts import MODEL_DIR, is_exported_model
 from hoi.config import Config, ConfigError
 from hoi.data.shards import ShardError, inspect_shard, list_shards
 from hoi.model.encoders import load_encoders
 from hoi.resources import Reservation, ResourceError, accelerator
 from hoi.storage import absolute_paths, exists, is_s3, join, resolve
 from hoi.train.data import StageStream, ingest_config
-from hoi.train.engine import deepspeed_config, resolve_precision
+from hoi.train.engine import deepspeed_config, model_misfit, resolve_precision
 from hoi.train.latents import LatentsError, training_latents, validation_features
 from hoi.train.loop import stage_name, train_loop_per_worker
 from hoi.train.tracking import check_mlflow
@@ -116,6 +116,11 @@ def preflight(cfg: Config) -> Preflight:
         validation = {"prompts": prompts, "features": features}
     if t.init_from is not None and not exists(t.init_from, cfg.storage):
         raise TrainError(f"train.init_from {t.init_from!r} does not exist")
+    if t.init_from is not None and is_exported_model(t.init_from, cfg.storage):
+        misfit = model_misfit(t.init_from, cfg)
+        if misfit is not None:
+            raise TrainError(f"train.init_from {t.init_from!r}: {misfit} (train.init_from "
+                             f"null starts from random weights)")
     # Settings that only contradict each other at build time.
     try:
         deepspeed_config(cfg, t.num_workers, device)

@@ -15,10 +15,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from cluster.local import free_port
-from hoi.config import load_config
+from hoi.artifacts import export_networks
+from hoi.config import ConfigError, load_config
 from hoi.model.svimo import SViMo
+from hoi.model.vid import VID
 from hoi.train import lora
-from hoi.train.engine import TrainSystem, build_engine, build_models
+from hoi.train.engine import TrainSystem, build_engine, build_models, model_misfit
 from tests.model.foundation import TINY_I2V, write_foundation
 
 WORLD = 2
@@ -53,19 +55,75 @@ def _build_on_rank(rank: int, port: int, overrides: list[str], expected_path: st
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("start, precision", [("fresh", "fp32"), ("foundation", "bf16")])
+def write_model(path: Path, overrides: list[str]) -> tuple[SViMo, VID]:
+    """Export a seeded pair of random networks (no zero-initialised part left) to `path` in
+    bf16, as the shipped foundation is; returns them, rounded to bf16 and back."""
+    cfg = load_config(flavour="svimo-tiny", overrides=overrides)
+    torch.manual_seed(1)
+    svimo, vid = SViMo(cfg), VID(cfg)
+    with torch.no_grad():
+        for p in [*svimo.parameters(), *vid.parameters()]:
+            p.normal_(0, 0.1)
+    svimo, vid = svimo.to(torch.bfloat16), vid.to(torch.bfloat16)
+    export_networks(path, svimo, vid, cfg, step=7)
+    return svimo.float(), vid.float()
+
+
+@pytest.mark.parametrize("start, precision", [("fresh", "fp32"), ("foundation", "bf16"),
+                                              ("exported", "bf16")])
 def test_zero3_builds_svimo_partitioned_and_equal_to_a_whole_build(start, precision,
                                                                    tmp_path: Path):
     overrides = [*TINY_I2V, "--train.precision", precision]
     if start == "foundation":
         write_foundation(tmp_path / "transformer")
         overrides += ["--train.init_from", str(tmp_path / "transformer")]
+    if start == "exported":
+        write_model(tmp_path / "model", TINY_I2V)
+        overrides += ["--train.init_from", str(tmp_path / "model")]
     # the same function without ZeRO-3: the whole model, in this process
     cfg = load_config(flavour="svimo-tiny", overrides=[*overrides, "--train.zero_stage", "2"])
     whole, _ = build_models(cfg, 1, torch.device("cpu"))
     torch.save(whole.state_dict(), tmp_path / "expected.pt")
     mp.spawn(_build_on_rank, args=(free_port(), overrides, str(tmp_path / "expected.pt")),
              nprocs=WORLD, join=True)
+
+
+def test_an_exported_model_initialises_both_networks(tmp_path: Path):
+    """train.init_from naming an exported SViMo model (a checkpoint's model/, the shipped
+    foundation): SViMo and VID both start from it, in training mode; one that does not fit
+    the config is named before anything is loaded."""
+    svimo, vid = write_model(tmp_path / "model", TINY_I2V)
+    cfg = load_config(flavour="svimo-tiny", overrides=[
+        *TINY_I2V, "--train.zero_stage", "2", "--train.init_from", str(tmp_path / "model")])
+    built = build_models(cfg, 1, torch.device("cpu"))
+    for network, expected in zip(built, (svimo, vid), strict=True):
+        assert network.training and {p.dtype for p in network.parameters()} == {torch.float32}
+        state = network.state_dict()
+        assert state.keys() == expected.state_dict().keys()
+        assert all(torch.equal(state[k], v) for k, v in expected.state_dict().items())
+    assert model_misfit(str(tmp_path / "model"), cfg) is None
+    deeper = load_config(flavour="svimo-tiny", overrides=[
+        *TINY_I2V, "--model.num_layers", "3", "--train.init_from", str(tmp_path / "model")])
+    misfit = model_misfit(str(tmp_path / "model"), deeper)
+    assert misfit is not None and "SViMo" in misfit and "blocks.2" in misfit
+    with pytest.raises(ConfigError, match="blocks.2"):
+        build_models(deeper, 1, torch.device("cpu"))
+
+
+def test_the_shipped_foundation_fits_the_main_jobs_config():
+    """configs/default.yaml starts training from assets/svimo-small: it fits that config, and
+    both networks load from it (bf16 on disk, float32 built); a change of svimo-small's
+    sizes that it no longer fits fails here, not in a user's job."""
+    repo = Path(__file__).resolve().parents[2]
+    cfg = load_config(repo / "configs/default.yaml")
+    assert cfg.train.init_from == "assets/svimo-small"
+    cfg = load_config(repo / "configs/default.yaml", overrides=[
+        "--train.init_from", str(repo / cfg.train.init_from)])
+    assert model_misfit(cfg.train.init_from, cfg) is None
+    svimo, vid = build_models(cfg, 1, torch.device("cpu"))
+    assert {p.dtype for p in [*svimo.parameters(), *vid.parameters()]} == {torch.float32}
+    # trained, not fresh: the zero-initialised modulation is not zero
+    assert svimo.transformer_blocks[0].norm1.linear.weight.abs().max() > 0
 
 
 def test_foundation_buffers_are_broadcast_from_the_training_device(monkeypatch):
