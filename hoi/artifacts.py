@@ -183,9 +183,14 @@ def export_networks(directory: str | Path, svimo: nn.Module, vid: nn.Module, cfg
     export(directory, state, cfg, step, storage)
 
 
-def is_exported_model(path: str, storage: StorageConfig) -> bool:
-    """Whether `path` is an exported model directory (its pipeline.json is there)."""
-    return exists(join(path.rstrip("/"), PIPELINE_NAME), storage)
+def exported_model_at(path: str, storage: StorageConfig) -> str | None:
+    """The exported model directory `path` names, as `find_model` finds it (the directory
+    itself, a checkpoint's model/, a run's latest), or None where it names none (e.g. a
+    CogVideoX transformer directory)."""
+    try:
+        return find_model(path, storage)
+    except FileNotFoundError:
+        return None
 
 
 def read_network(model_dir: str, name: str, storage: StorageConfig) -> dict[str, torch.Tensor]:

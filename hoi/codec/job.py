@@ -193,7 +193,8 @@ def run(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
 
     1. read the training (and validation) clips; 2. train the VAE; 3. set its scaling factor
     to 1 / std of the training latents, and measure each stream's per-channel latent
-    statistics (`hoi.model.encoders.LATENT_STATS`, saved with the VAE); 4. measure reconstruction on the validation clips
+    statistics (`hoi.model.encoders.LATENT_STATS`, saved with the VAE); 4. measure
+    reconstruction on the validation clips
     (the training clips when there are none): PSNR, and the video-motion consistency of the
     round-tripped motion videos; 5. build the tokenizer and T5; 6. save."""
     start = time.monotonic()

@@ -123,8 +123,9 @@ class TrainConfig:
     init_from: str | None = None
     """What training starts from (local or s3://): a diffusers CogVideoX I2V transformer
     directory, which initialises SViMo (`hoi.model.weights.load_cogvideox`; VID starts
-    fresh), or an exported SViMo model directory (pipeline.json, svimo/, vid/: a
-    checkpoint's model/, or a shipped foundation), which initialises both; None: random
+    fresh), or a trained SViMo model as `sample.model` names one (an exported model
+    directory: pipeline.json, svimo/, vid/, e.g. the shipped foundation; a checkpoint; a
+    run, its latest checkpoint), which initialises both; None: random
     initial weights. A resumed run starts from its checkpoint instead."""
     run_name: str = "svimo"
     """Run directory under storage_path; rerunning with the same name resumes the run."""

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from hoi.artifacts import build_with_state, is_exported_model, model_config, read_network
+from hoi.artifacts import build_with_state, exported_model_at, model_config, read_network
 from hoi.config import Config, ConfigError
 from hoi.diffusion.closed_loop import ClosedLoop, Phase
 from hoi.diffusion.conditions import TrainBatch
@@ -80,20 +80,20 @@ def build_models(cfg: Config, world_size: int, device: torch.device) -> tuple[SV
 
 def _build_models(cfg: Config, world_size: int, device: torch.device) -> tuple[SViMo, VID]:
     t = cfg.train
-    ours = t.init_from is not None and is_exported_model(t.init_from, cfg.storage)
-    if ours:
-        misfit = model_misfit(t.init_from, cfg)
+    model_dir = None if t.init_from is None else exported_model_at(t.init_from, cfg.storage)
+    if model_dir is not None:
+        misfit = model_misfit(model_dir, cfg)
         if misfit is not None:
             raise ConfigError(f"train.init_from {t.init_from!r}: {misfit}")
     with torch.random.fork_rng():
         torch.manual_seed(t.seed)
         # in float32 as a fresh build, whatever the model was saved in (the shipped
         # foundation is bf16); DeepSpeed casts to the run's precision
-        vid = (build_with_state(VID, cfg, read_network(t.init_from, "vid", cfg.storage),
-                                dtype=torch.float32).train() if ours else VID(cfg))
+        vid = (VID(cfg) if model_dir is None else build_with_state(
+            VID, cfg, read_network(model_dir, "vid", cfg.storage), dtype=torch.float32).train())
         if resolve_zero_stage(cfg, device) != 3:
-            if ours:
-                state = read_network(t.init_from, "svimo", cfg.storage)
+            if model_dir is not None:
+                state = read_network(model_dir, "svimo", cfg.storage)
                 return build_with_state(SViMo, cfg, state, dtype=torch.float32).train(), vid
             if t.init_from is not None:
                 return load_cogvideox(t.init_from, cfg, cfg.storage).train(), vid
@@ -109,8 +109,8 @@ def _build_models(cfg: Config, world_size: int, device: torch.device) -> tuple[S
     if t.init_from is not None:
         if dist.get_rank() != 0:
             load_partitioned(svimo, None, device)
-        elif ours:
-            load_partitioned(svimo, read_network(t.init_from, "svimo", cfg.storage), device)
+        elif model_dir is not None:
+            load_partitioned(svimo, read_network(model_dir, "svimo", cfg.storage), device)
         else:
             with open_foundation(t.init_from, cfg, cfg.storage) as weights:
                 load_partitioned(svimo, weights, device)

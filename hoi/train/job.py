@@ -25,7 +25,7 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from hoi import resources
-from hoi.artifacts import MODEL_DIR, is_exported_model
+from hoi.artifacts import MODEL_DIR, exported_model_at
 from hoi.config import Config, ConfigError
 from hoi.data.shards import ShardError, inspect_shard, list_shards
 from hoi.model.encoders import load_encoders
@@ -116,8 +116,9 @@ def preflight(cfg: Config) -> Preflight:
         validation = {"prompts": prompts, "features": features}
     if t.init_from is not None and not exists(t.init_from, cfg.storage):
         raise TrainError(f"train.init_from {t.init_from!r} does not exist")
-    if t.init_from is not None and is_exported_model(t.init_from, cfg.storage):
-        misfit = model_misfit(t.init_from, cfg)
+    model = None if t.init_from is None else exported_model_at(t.init_from, cfg.storage)
+    if model is not None:
+        misfit = model_misfit(model, cfg)
         if misfit is not None:
             raise TrainError(f"train.init_from {t.init_from!r}: {misfit} (train.init_from "
                              f"null starts from random weights)")

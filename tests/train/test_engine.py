@@ -5,8 +5,10 @@ whole."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -93,14 +95,20 @@ def test_an_exported_model_initialises_both_networks(tmp_path: Path):
     foundation): SViMo and VID both start from it, in training mode; one that does not fit
     the config is named before anything is loaded."""
     svimo, vid = write_model(tmp_path / "model", TINY_I2V)
-    cfg = load_config(flavour="svimo-tiny", overrides=[
-        *TINY_I2V, "--train.zero_stage", "2", "--train.init_from", str(tmp_path / "model")])
-    built = build_models(cfg, 1, torch.device("cpu"))
-    for network, expected in zip(built, (svimo, vid), strict=True):
-        assert network.training and {p.dtype for p in network.parameters()} == {torch.float32}
-        state = network.state_dict()
-        assert state.keys() == expected.state_dict().keys()
-        assert all(torch.equal(state[k], v) for k, v in expected.state_dict().items())
+    # a run directory whose latest complete checkpoint holds that model names it too
+    checkpoint = tmp_path / "run" / "checkpoint-00000007"
+    shutil.copytree(tmp_path / "model", checkpoint / "model")
+    files = [str(f.relative_to(checkpoint)) for f in checkpoint.rglob("*") if f.is_file()]
+    (checkpoint / "train_state.json").write_text(json.dumps({"step": 7, "files": files}))
+    for init_from in ("model", "run"):
+        cfg = load_config(flavour="svimo-tiny", overrides=[
+            *TINY_I2V, "--train.zero_stage", "2", "--train.init_from", str(tmp_path / init_from)])
+        built = build_models(cfg, 1, torch.device("cpu"))
+        for network, expected in zip(built, (svimo, vid), strict=True):
+            assert network.training and {p.dtype for p in network.parameters()} == {torch.float32}
+            state = network.state_dict()
+            assert state.keys() == expected.state_dict().keys()
+            assert all(torch.equal(state[k], v) for k, v in expected.state_dict().items())
     assert model_misfit(str(tmp_path / "model"), cfg) is None
     deeper = load_config(flavour="svimo-tiny", overrides=[
         *TINY_I2V, "--model.num_layers", "3", "--train.init_from", str(tmp_path / "model")])
