@@ -235,9 +235,9 @@ def follows_motion(cfg: Config, sampler: Sampler, batch: TrainBatch, driven: tor
         batch.image_latent, batch.text, batch.K, mode=mode, num_steps=num_steps,
         null_text=null_text, generator=torch.Generator(device).manual_seed(seed), **given)
     other_driven = generate("motion_to_video", motion=other).video_latent
-    videos = [vae_video.cpu() for vae_video in (sampler.vae.decode(driven),
-                                               sampler.vae.decode(other_driven))]
-    gain = psnr(videos[0], gt_video) - psnr(videos[1], gt_video)
+    videos = [sampler.vae.decode(latent).cpu() for latent in (driven, other_driven)]
+    own_psnr, other_psnr = (psnr(video, gt_video) for video in videos)
+    gain = own_psnr - other_psnr
     read = [generate("video_to_motion", video_latent=latent).motion.float().cpu()
             for latent in (driven, other_driven)]
     joints = lambda motion: unpack(_metres(cfg, motion.float().cpu()))[0]  # noqa: E731
@@ -254,7 +254,7 @@ def follows_motion(cfg: Config, sampler: Sampler, batch: TrainBatch, driven: tor
         write_driven_gallery(gallery, drawn[0].numpy(), videos[0][:n].numpy(),
                              drawn[1].numpy(), videos[1][:n].numpy())
         log.info("gallery %s", gallery)
-    return {"other_motion_video_psnr_db": psnr(videos[1], gt_video).mean().item(),
+    return {"other_motion_video_psnr_db": other_psnr.mean().item(),
             "psnr_gain_db": gain.mean().item(),
             "psnr_gain_se_db": (gain.std() / len(gain) ** 0.5).item(),
             "read_mpjpe_driving_mm": 1000 * to_driving.mean().item(),
