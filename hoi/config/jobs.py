@@ -331,8 +331,9 @@ ABLATION_MODELS = ("full", "guidance_only", "gradient_only", "no_vid", "separate
 @dataclass
 class AblationConfig:
     """`jobs/ablation.py`: the paper's tables 3 and 4 at small scale. VID warms up once for
-    loop.vid_warmup_steps; every variant then trains on from it for `joint_steps`, with
-    train.batch_size, learning_rate and seed; evaluation as `evaluate`."""
+    loop.vid_warmup_steps (with train.seed); every variant then trains on from it for
+    `joint_steps`, with train.batch_size and learning_rate, once per training seed of
+    `seeds`; evaluation as `evaluate`."""
 
     output: str = "outputs/ablation"
     """Directory receiving models/, results.md, results.csv and the plots."""
@@ -342,10 +343,15 @@ class AblationConfig:
     """The rows to run (a subset of ABLATION_MODELS)."""
     lora_rank: int = 16
     """Adapter rank of table 4's LoRA row (train.lora_alpha and lora_targets apply)."""
+    seeds: tuple[int, ...] = (0,)
+    """Training seeds of the joint steps (batches, t, noise): each variant is trained and
+    evaluated once per seed, and the report gives means and standard errors over them."""
 
     def __post_init__(self) -> None:
         require(self.joint_steps >= 1 and self.lora_rank >= 1,
                  "ablation.joint_steps and ablation.lora_rank must be >= 1")
+        require(bool(self.seeds) and len(set(self.seeds)) == len(self.seeds),
+                 f"ablation.seeds must be distinct and at least one, not {list(self.seeds)}")
         unknown = sorted(set(self.models) - set(ABLATION_MODELS))
         require(bool(self.models) and not unknown,
                  f"ablation.models: unknown {unknown}; choose from {list(ABLATION_MODELS)}")
