@@ -262,8 +262,7 @@ class Scores:
 REFERENCE = "SViMo w/o VID"
 """The row the others are paired against: the same SViMo without VID."""
 PAIRED = ("mpjpe_mm", "chamfer_cm2", "msmoo_mm", "psnr", "ssim", "vmc_hit")
-"""The per-clip columns of the paired differences: those better one way (not Hand-tool, best
-nearest the ground truth's)."""
+"""The per-clip columns of the paired differences: those better one way (not Hand-tool)."""
 
 
 def evaluate_rows(cfg: Config, out: Path, rows: list = ROWS) -> Scores:
@@ -317,7 +316,7 @@ def write_report(cfg: Config, out: Path, scores: Scores,
         mean, se = scores.mean(split), scores.se(split)
         lines += [f"## Ours, {split} split", "",
                   "| variant | " + " | ".join(
-                      f"{heads[k][0]} {'↑' if heads[k][1] else '↓'}" for k in SHOWN) + " |",
+                      evaluation.heading(*heads[k][:2]) for k in SHOWN) + " |",
                   "|" + " --- |" * (len(SHOWN) + 1)]
         for row, values in mean.items():
             cells = [_cell(values.get(k), heads[k][2],
@@ -338,7 +337,7 @@ def write_report(cfg: Config, out: Path, scores: Scores,
                       f"spreads over the samples and over the seeds together); in brackets each "
                       f"seed's mean difference. Negative is better where ↓.", "",
                       "| variant | " + " | ".join(
-                          f"{heads[k][0]} {'↑' if heads[k][1] else '↓'}" for k in keys) + " |",
+                          evaluation.heading(*heads[k][:2]) for k in keys) + " |",
                       "|" + " --- |" * (len(keys) + 1)]
             for row in others:
                 cells = []
@@ -438,10 +437,17 @@ def _count(cfg: Config) -> str:
             f"held-out clips")
 
 
-def _best(table: dict[str, dict[str, float]], key: str, up: bool) -> float | None:
+def _best(table: dict[str, dict[str, float]], key: str, up: bool | None) -> float | None:
+    """The best row's value: the highest, the lowest, or (up None) the nearest the ground
+    truth's."""
     values = [v[key] for row, v in table.items()
               if row != TRUTH and math.isfinite(v.get(key, math.nan))]
-    return (max(values) if up else min(values)) if values else None
+    if not values:
+        return None
+    if up is None:
+        truth = table.get(TRUTH, {}).get(key, math.nan)
+        return min(values, key=lambda v: abs(v - truth)) if math.isfinite(truth) else None
+    return max(values) if up else min(values)
 
 
 def _cell(value: float | None, fmt: str, best: float | None, se: float | None = None) -> str:

@@ -65,8 +65,9 @@ from hoi.storage import (
 
 log = logging.getLogger(__name__)
 
-# (column, heading, higher is better, unit/format): the paper's columns (tables 1, 3, 4),
-# then ground-truth-referenced video scores, then the metrics the paper lacks.
+# (column, heading, higher is better (None: nearest the ground truth's value is), format): the
+# paper's columns (tables 1, 3, 4), then ground-truth-referenced video scores, then the metrics
+# the paper lacks.
 COLUMNS = [
     ("subj", "Subj.", True, "{:.4f}"), ("bkg", "Bkg.", True, "{:.4f}"),
     ("tsmoo", "TSmoo.", True, "{:.4f}"), ("dyn", "Dyn.", True, "{:.4f}"),
@@ -77,7 +78,7 @@ COLUMNS = [
     ("fvd", "FVD", False, "{:.1f}"),
     ("vmc_hit", "VMC hit", True, "{:.3f}"), ("vmc_px", "VMC px", False, "{:.2f}"),
     ("pen_mm", "Pen. (mm)", False, "{:.2f}"), ("contact", "Contact", True, "{:.3f}"),
-    ("hand_tool_mm", "Hand-tool (mm)", False, "{:.1f}"),
+    ("hand_tool_mm", "Hand-tool (mm)", None, "{:.1f}"),
 ]
 
 
@@ -287,9 +288,15 @@ def camera_motion(joints: np.ndarray, points: np.ndarray, R: np.ndarray, T: np.n
     return to_camera(motion, torch.tensor(R)[None], torch.tensor(T)[None])[0]
 
 
+def heading(head: str, up: bool | None) -> str:
+    """A column's heading with an arrow saying which way is better; none where the ground
+    truth's value is best."""
+    return head if up is None else f"{head} {'↑' if up else '↓'}"
+
+
 def table_markdown(table: dict[str, dict[str, float]]) -> str:
     """table.md: arrows say which way is better; empty: not computed."""
-    heads = [f"{head} {'↑' if up else '↓'}" for _, head, up, _ in COLUMNS]
+    heads = [heading(head, up) for _, head, up, _ in COLUMNS]
     lines = ["| model | " + " | ".join(heads) + " |", "|" + " --- |" * (len(COLUMNS) + 1)]
     for name, values in table.items():
         cells = [_cell(values.get(key), fmt) for key, _, _, fmt in COLUMNS]

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from hoi.ablation import ROWS, Scores
+from hoi.ablation import ROWS, Scores, _best
 from hoi.config import ABLATION_MODELS, StorageConfig
+from hoi.evaluation import heading
 from hoi.model.svimo import SViMo
 from hoi.pipeline import SViMoPipeline, model_modes
 from hoi.untrained import write_untrained_codec
@@ -149,3 +150,13 @@ def test_paired_differences_average_the_seeds_per_clip_then_the_clips():
                  {"val": {k: v[:1] for k, v in scores.clips["val"].items()}}, {"val": {}})
     assert one.paired("val", ours, "mpjpe_mm")[1] == pytest.approx(
         np.std([-10, -2, 0], ddof=1) / np.sqrt(3))
+
+
+def test_the_best_hand_tool_distance_is_the_one_nearest_the_ground_truth():
+    table = {"a": {"hand_tool_mm": 8.3, "mpjpe_mm": 48.0}, "b": {"hand_tool_mm": 6.2,
+                                                                "mpjpe_mm": 52.0},
+             "ground truth": {"hand_tool_mm": 10.4}}
+    assert _best(table, "hand_tool_mm", None) == 8.3
+    assert _best(table, "mpjpe_mm", False) == 48.0
+    assert heading("Hand-tool (mm)", None) == "Hand-tool (mm)"
+    assert heading("MPJPE (mm)", False) == "MPJPE (mm) ↓"
