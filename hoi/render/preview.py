@@ -29,6 +29,8 @@ TITLE_HEIGHT = 22
 """Pixels above the panels for their labels."""
 SHEET_FRAMES = 4
 """Frames (evenly spaced, first and last included) in a preview's contact sheet."""
+DIFFERENCE_GAIN = 4
+"""The driven gallery's difference panel: grey level = this x the largest channel difference."""
 
 
 def preview_frames(video: np.ndarray, motion_video: np.ndarray, joints: np.ndarray,
@@ -97,14 +99,19 @@ def write_motion_gallery(path: str | Path, video: np.ndarray, generated: np.ndar
 
 def write_driven_gallery(path: str | Path, motion_video: np.ndarray, driven: np.ndarray,
                          other_motion_video: np.ndarray, other_driven: np.ndarray) -> Path:
-    """A PNG of one row per clip, four panels of its last frame: its motion video | the video
+    """A PNG of one row per clip, five panels of its last frame: its motion video | the video
     generated from the clip's first frame and prompt under that motion | another clip's motion
-    video | the video generated from the same first frame and prompt under that one (so a
-    video that follows its motion shows the hands where each motion puts them).
+    video | the video generated from the same first frame and prompt under that one | where the
+    two videos differ, `DIFFERENCE_GAIN` x their largest channel difference in grey (so a video
+    that follows its motion shows the hands where each motion puts them, and the last panel
+    lights up there).
 
     Args: (B, N, H, W, 3) uint8 each."""
+    a, b = (x[:, -1].astype(np.int16) for x in (driven, other_driven))
+    difference = np.clip(DIFFERENCE_GAIN * np.abs(a - b).max(-1, keepdims=True), 0, 255)
     return _write_rows(path, [x[:, -1] for x in (motion_video, driven, other_motion_video,
-                                                  other_driven)])
+                                                  other_driven)]
+                       + [np.repeat(difference.astype(np.uint8), 3, axis=-1)])
 
 
 def _write_rows(path: str | Path, panels: list[np.ndarray]) -> Path:

@@ -8,10 +8,12 @@ import pytest
 
 from hoi.render.mp4 import decode_mp4, write_mp4
 from hoi.render.preview import (
+    DIFFERENCE_GAIN,
     PANEL_HEIGHT,
     SHEET_FRAMES,
     TITLE_HEIGHT,
     preview_frames,
+    write_driven_gallery,
     write_motion_gallery,
     write_preview,
 )
@@ -90,3 +92,30 @@ def test_motion_gallery_shows_last_frames_and_both_motions(tmp_path):
         np.testing.assert_array_equal(panels[:, r, panel, c], drawn[:, -1, r, c])
         mask = ~drawn[:, -1].any(-1)  # elsewhere: the true frame
         np.testing.assert_array_equal(panels[:, :, panel][mask], video[:, -1][mask])
+
+
+def test_driven_gallery_lights_up_where_the_two_driven_videos_differ(tmp_path):
+    """Rows = clips; panels: own motion | its video | other motion | its video | the difference,
+    DIFFERENCE_GAIN x the largest channel difference of the last frames, saturating at 255."""
+    rng = np.random.default_rng(2)
+    motion, other_motion, driven = (rng.integers(0, 256, (2, N, H, W, 3), np.uint8)
+                                    for _ in range(3))
+    driven[:, -1, 3, 4, 1] = 100
+    driven[:, -1, 7, 9] = 0
+    other_driven = driven.copy()
+    other_driven[:, -1, 3, 4, 1] = 110     # a small difference, in one channel
+    other_driven[:, -1, 7, 9] = 200        # a large one, saturating
+    other_driven[:, 0, 10, 10] = 0          # earlier frames do not count
+    path = write_driven_gallery(tmp_path / "d.png", motion, driven, other_motion, other_driven)
+    s = -(-PANEL_HEIGHT // H)
+    picture = iio.imread(path)
+    assert picture.shape == (2 * s * H, 5 * s * W, 3)
+    panels = picture.reshape(2, H, s, 5, W, s, 3)[:, :, 0, :, :, 0]
+    for i, x in enumerate((motion, driven, other_motion, other_driven)):
+        np.testing.assert_array_equal(panels[:, :, i], x[:, -1])
+    difference = panels[:, :, 4]
+    assert (difference[:, 3, 4] == DIFFERENCE_GAIN * 10).all()
+    assert (difference[:, 7, 9] == 255).all()
+    rest = np.ones((H, W), bool)
+    rest[3, 4] = rest[7, 9] = False
+    assert (difference[:, rest] == 0).all()

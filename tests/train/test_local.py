@@ -87,7 +87,7 @@ def test_train_local_job(tmp_path, ray_local):
     assert follows["psnr_gain_db"] == pytest.approx(
         follows["video_psnr_db"] - follows["other_motion_video_psnr_db"], abs=1e-4)
     assert follows["read_mpjpe_driving_mm"] > 0 and follows["read_mpjpe_other_mm"] > 0
-    driven = np.split(iio.imread(out / "previews" / "motion_to_video-driven.png"), 4, axis=1)
+    driven = np.split(iio.imread(out / "previews" / "motion_to_video-driven.png"), 5, axis=1)
     assert driven[0].shape == (2 * 8 * 32, 8 * 48, 3)
     assert not (driven[0] == driven[2]).all()  # the two clips' motion videos
 
