@@ -363,11 +363,11 @@ def write_report(cfg: Config, out: Path, scores: Scores,
         writer = csv.writer(f)
         writer.writerow(["split", "variant", "train_seed", *keys])
         for split in SPLITS:
+            stats = ({"mean": scores.mean(split), "se": scores.se(split)}
+                     if len(seeds) > 1 else {})
             for row, per_seed in scores.tables[split].items():
                 for seed, values in zip(seeds, per_seed, strict=True):
                     writer.writerow([split, row, seed, *[values.get(k, "") for k in keys]])
-                stats = ({"mean": scores.mean(split), "se": scores.se(split)}
-                         if len(seeds) > 1 else {})
                 for stat, table in stats.items():
                     writer.writerow([split, row, stat, *[table[row].get(k, "") for k in keys]])
             writer.writerow([split, TRUTH, "", *[scores.truth[split].get(k, "") for k in keys]])
