@@ -1,12 +1,14 @@
 """jobs/ablation.py end to end at svimo-tiny size: held-out shards, variants trained from one
-warm-up, both splits evaluated, the report; a rerun resumes; the paired model. Four of the
-seven rows (the full model, the separate models and table 4's even-layer and LoRA models:
-the other rows differ from the full one only in `loop.variant`, which tests/diffusion
-covers) keep the test short; two training seeds, the second for the full model and
-`SViMo w/o VID`, against which the others are paired."""
+warm-up, both splits evaluated, the report; a rerun resumes; the paired model. Three of the
+seven rows (the full model, the separate models and table 4's LoRA model: the other rows
+differ from the full one only in `loop.variant`, which tests/diffusion covers, or in the
+even-layer modulation, which the last test here covers) keep the test short; two training
+seeds, the second for the full model and `SViMo w/o VID`, against which the others are
+paired."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 from pathlib import Path
@@ -15,10 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from hoi.ablation import ROWS, Scores, _best
-from hoi.config import ABLATION_MODELS, StorageConfig
+from hoi.ablation import ROWS, Scores, _best, _from_warm_up, _with_variant
+from hoi.config import ABLATION_MODELS, StorageConfig, load_config
 from hoi.evaluation import heading
 from hoi.model.svimo import SViMo
+from hoi.model.vid import VID
 from hoi.pipeline import SViMoPipeline, model_modes
 from hoi.untrained import write_untrained_codec
 from jobs.ablation import main
@@ -34,7 +37,7 @@ def test_ablation_end_to_end(ray_local: None, tmp_path: Path, capsys) -> None:
             "--evaluate.cpus_per_actor", "0.5", "--ablation.output", str(out),
             "--loop.vid_warmup_steps", "2", "--ablation.joint_steps", "3",
             "--train.batch_size", "2", "--ablation.models",
-            "[full, separate, even_layers, lora]"]
+            "[full, separate, lora]"]
     assert main([*argv[:-1], "[full, nothing]"]) == 2  # refused before any work
     assert "ablation.models: unknown ['nothing']" in capsys.readouterr().err
     assert main([*argv, "--loop.vid_warmup_steps", "0"]) == 2
@@ -43,8 +46,7 @@ def test_ablation_end_to_end(ray_local: None, tmp_path: Path, capsys) -> None:
     assert main(argv) == 0
     report = (out / "results.md").read_text()
     assert report.strip() in capsys.readouterr().out
-    chosen = ("SViMo w/ VID (Ours)", "VModel w/ Pred. Mot.", "Only Even Layers",
-              "LoRA Training")
+    chosen = ("SViMo w/ VID (Ours)", "VModel w/ Pred. Mot.", "LoRA Training")
     for row, *_ in ROWS:  # val, heldout and the paper's for the rows run, else the paper's
         assert report.count(f"| {row} |") == (3 if row in chosen else 1)
     rows = list(csv.DictReader((out / "results.csv").open()))
@@ -52,13 +54,11 @@ def test_ablation_end_to_end(ray_local: None, tmp_path: Path, capsys) -> None:
         (split, row) for split in ("val", "heldout") for row in [*chosen, "ground truth"]}
     assert all(np.isfinite(float(r["mpjpe_mm"])) for r in rows if r["variant"] != "ground truth")
     # every variant went on from the same warm-up for the same joint steps
-    for variant in ("full", "video_model", "motion_model", "even_layers", "lora"):
+    for variant in ("full", "video_model", "motion_model", "lora"):
         history = json.loads((out / "models" / "seed0" / variant / "history.json").read_text())
         assert [h["step"] for h in history] == [2, 3, 4], variant
-    # table 4's models: even-layer modulation in the exported config; LoRA merged, plain
+    # table 4's LoRA model: merged, plain
     models = out / "models" / "seed0"
-    even = SViMo.from_pretrained(str(models / "even_layers" / "svimo"))
-    assert even.config.model.motion_modulation == "even"
     full = SViMo.from_pretrained(str(models / "full" / "svimo")).state_dict()
     merged = SViMo.from_pretrained(str(models / "lora" / "svimo")).state_dict()
     assert merged.keys() == full.keys()
@@ -160,3 +160,15 @@ def test_the_best_hand_tool_distance_is_the_one_nearest_the_ground_truth():
     assert _best(table, "mpjpe_mm", False) == 48.0
     assert heading("Hand-tool (mm)", None) == "Hand-tool (mm)"
     assert heading("MPJPE (mm)", False) == "MPJPE (mm) ↓"
+
+
+def test_the_even_layer_row_goes_on_from_the_warm_up_less_the_odd_blocks_motion_modulation():
+    cfg = load_config(flavour="svimo-tiny")
+    torch.manual_seed(0)
+    warm = SViMo(cfg), VID(cfg)
+    even, vid = _from_warm_up(_with_variant(cfg, "even_layers"), *copy.deepcopy(warm))
+    assert even.config.model.motion_modulation == "even" and vid.config is even.config
+    kept, full = even.state_dict(), warm[0].state_dict()
+    odd = {k for k in full if ".motion_linear." in k and int(k.split(".")[1]) % 2 == 1}
+    assert odd and set(full) - set(kept) == odd
+    assert all(torch.equal(value, full[name]) for name, value in kept.items())

@@ -1,6 +1,6 @@
 """Precomputed latents: the encode pass writes what the online stream would encode, resumes,
-refuses other encoders; a run on them trains as a run that encodes online does, and resumes
-mid-stage from the checkpoint's row."""
+refuses other encoders. That a run on them trains as a run that encodes online does, and
+resumes mid-stage from the checkpoint's row, is tests/train/test_train_job.py's resume test."""
 
 from __future__ import annotations
 
@@ -18,11 +18,10 @@ from hoi.config import StorageConfig, load_config
 from hoi.data.schema import LATENT_ARRAYS, get_array
 from hoi.data.shards import collate_clips, latent_twin, list_shards, load_clips
 from hoi.model.encoders import load_encoders
-from hoi.train.data import Encoder, resume_start
-from hoi.train.job import TrainError, fit, preflight
+from hoi.train.data import Encoder
+from hoi.train.job import TrainError, preflight
 from hoi.train.latents import MANIFEST, LatentsError, encode_pass
 from tests.train.inputs import write_train_inputs, write_val_clips
-from tests.train.test_train_job import RUN, _losses
 
 LOCAL = StorageConfig()
 STAGES = ["--train.steps", "3", "--train.stages", "[[16, 32, 1], [32, 48, 2]]"]
@@ -80,43 +79,3 @@ def test_the_encode_pass_writes_what_the_stream_encodes_resumes_and_refuses_othe
     shutil.rmtree(f"{shards}/latents/32x48")
     with pytest.raises(TrainError, match="no complete latents at 16x32, 32x48"):
         preflight(load_config(overrides=[*_inputs(tmp_path), *STAGES]))
-
-
-def test_a_run_on_latents_trains_as_one_encoding_online_and_resumes_mid_stage_at_its_row(
-        tmp_path, ray_local):
-    """The same seeds, shards and encoders: one run encodes online, one reads the
-    precomputed latents. That one is stopped at the stage boundary (step 1), then after the
-    first step of the two-step stage 2, and run again, its stream cut at the checkpoint's row.
-    Before the last run Ray Train's registry is set back to step 1, as a worker group that
-    died after uploading step 2's checkpoint but before the controller registered it leaves
-    it: the run resumes from the storage's latest complete checkpoint all the same, where its
-    stream was cut. Every step's losses agree: the latents are the online encoder's, the
-    resumed stream hands each worker the micro-batch it would have had, and the workers draw
-    the same noise."""
-    inputs = _inputs(tmp_path)
-    run = [*inputs, *RUN, *STAGES, "--train.storage_path", str(tmp_path / "runs"),
-           "--train.checkpoint_every", "1", "--train.keep_checkpoints", "3",
-           "--loop.vid_warmup_steps", "1", "--loop.svimo_warmup", "true"]
-    online = fit(load_config(overrides=[*run, "--train.run_name", "latents-online"]))
-    encode_pass(load_config(overrides=run), progress=False)
-    checked = preflight(load_config(overrides=run))
-    assert checked.latents and "precomputed latents" in checked.summary
-    registry = tmp_path / "runs" / "latents" / "checkpoint_manager_snapshot.json"
-    at_boundary = fit(load_config(overrides=[*run, "--train.run_name", "latents",
-                                             "--train.stop_at_step", "1"]))
-    assert at_boundary.metrics["step"] == 1 and "checkpoint-00000001" in registry.read_text()
-    registered_at_boundary = registry.read_text()
-    stopped_cfg = load_config(overrides=[*run, "--train.run_name", "latents",
-                                         "--train.stop_at_step", "2"])
-    stopped = fit(stopped_cfg)
-    assert stopped.metrics["step"] == 2 and stopped.metrics["resumed_from"] == 1
-    # stage 2 (32 x 48) resumes at row 1 micro-batch x 2 clips x 2 workers
-    assert resume_start(stopped_cfg, 1) == 4 and resume_start(stopped_cfg, 0) == 0
-    registry.write_text(registered_at_boundary)
-    resumed = fit(load_config(overrides=[*run, "--train.run_name", "latents"]))
-    assert resumed.metrics["resumed_from"] == 2 and resumed.metrics["step"] == 3
-    expected, got = _losses(online), _losses(resumed)
-    assert sorted(expected) == [1, 2, 3] and sorted(got) == [1, 3]  # 2: not registered
-    got |= _losses(stopped)
-    for step in expected:
-        assert got[step] == pytest.approx(expected[step], rel=1e-4, abs=1e-6), step

@@ -24,10 +24,11 @@ from hoi.data.synthetic import generate_clip
 from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
 from hoi.render.motion_video import render_motion_video
-from hoi.storage import list_files, read_bytes, read_text
-from hoi.train.data import resize_clips
+from hoi.storage import list_files, read_bytes, read_text, write_text
+from hoi.train.data import resize_clips, resume_start
 from hoi.train.engine import deepspeed_config, lr_factor
 from hoi.train.job import TrainError, exported_model, fit, preflight
+from hoi.train.latents import encode_pass
 from hoi.train.tracking import TENSORBOARD_DIR, scalars
 from tests.train.inputs import write_train_inputs, write_val_clips
 from tests.train.test_tracking import read_events
@@ -168,21 +169,29 @@ def _weights(model: str, storage: StorageConfig) -> dict[str, torch.Tensor]:
             **VID.from_pretrained(f"{model}/vid", storage).state_dict()}
 
 
-def test_a_run_stopped_at_a_stage_boundary_resumes_into_the_next_stage_as_if_never_stopped(
+def test_a_run_on_latents_stopped_at_the_boundary_and_mid_stage_resumes_as_if_never_stopped(
         s3, ray_local, tmp_path):
-    """On S3 (shards, encoders, runs): two workers, ZeRO-2, two micro-batches per step, EMA,
-    a warm-up step that trains VID and SViMo's video stream, then two resolution stages of
-    two steps. One run goes straight through; one is stopped at the stage boundary
-    (train.stop_at_step: its checkpoint is stage 1's last step) and run again into stage 2.
-    Same seed, so the same noise, data order (kept by the ingest config) and weights: the
-    loss of every step and the final (EMA) weights agree to float32 rounding. They could
-    differ beyond it only if the resume skipped other batches, drew other noise or restored
-    another optimizer, LR or EMA state; the reductions are the same gloo all-reduces in the
-    same order, so the tolerance is tight. The stopped run's TensorBoard files (on S3) and
-    its MLflow run (a sqlite store) hold every step once, as the run that went on logged it."""
+    """On S3 (shards, encoders, latents, runs): two workers, ZeRO-2, two micro-batches per
+    step, EMA, a warm-up step that trains VID and SViMo's video stream, then two resolution
+    stages of two steps. One run encodes online and goes straight through. The other reads
+    the encode pass's precomputed latents, and is stopped at the stage boundary
+    (train.stop_at_step: its checkpoint is stage 1's last step), then after the first step of
+    stage 2, and run again, its stream cut at the checkpoint's row. Before the last run Ray
+    Train's registry is set back to the boundary, as a worker group that died after uploading
+    step 3's checkpoint but before the controller registered it leaves it: the run resumes
+    from the storage's latest complete checkpoint all the same, where its stream was cut.
+    Same seed, so the same noise, data order (kept by the ingest config) and weights: every
+    step's losses and the final (EMA) weights agree to the precision of the latents (the
+    online encoder's to 1e-5). They could differ beyond it only if the resume skipped other
+    batches, drew other noise or restored another optimizer, LR or EMA state, or the latents
+    were not what the online stream encodes. The stopped run's TensorBoard files (on S3) and
+    its MLflow run (a sqlite store) hold every step once, as the run that went on logged
+    it."""
     root = s3.fresh_root()
+    write_val_clips(f"{root}/shards", s3.storage)
     run = [*write_train_inputs(root, s3.storage), *RUN, "--storage.endpoint_url",
-           s3.endpoint_url, "--train.storage_path", f"{root}/runs", "--train.steps", "4",
+           s3.endpoint_url, "--prepare.output", f"{root}/shards",
+           "--train.storage_path", f"{root}/runs", "--train.steps", "4",
            "--train.stages", "[[16, 32, 2], [32, 48, 2]]", "--train.checkpoint_every", "1",
            "--train.keep_checkpoints", "4", "--train.ema_decay", "0.5",
            "--train.gradient_accumulation", "2", "--loop.vid_warmup_steps", "1",
@@ -192,43 +201,56 @@ def test_a_run_stopped_at_a_stage_boundary_resumes_into_the_next_stage_as_if_nev
     for key in ("svimo", "vid", "samples_per_s", "tokens_per_s", "data_wait", "tflops"):
         assert np.isfinite(straight.metrics[key]), key
     assert 0 <= straight.metrics["data_wait"] < 1
-    # the stopped and resumed run also track and validate: neither may change what it trains
+    # the paused run reads latents, and also tracks and validates: none may change what it
+    # trains
+    encode_pass(_cfg(*run), progress=False)
+    checked = preflight(_cfg(*run))
+    assert checked.latents and "precomputed latents" in checked.summary
     mlflow_uri = f"sqlite:///{tmp_path}/mlflow.db"
-    write_val_clips(f"{root}/shards", s3.storage)
-    run += ["--train.mlflow_uri", mlflow_uri, "--train.validate_every", "2",
-            "--train.validate_steps", "2"]
-    stopped = fit(_cfg(*run, "--train.run_name", "paused", "--train.stop_at_step", "2"))
-    assert stopped.metrics["step"] == 2 and stopped.metrics["stage"] == 0
-    boundary = artifacts.verify(f"s3://{stopped.checkpoint.path}", s3.storage)
+    run += ["--train.run_name", "paused", "--train.mlflow_uri", mlflow_uri,
+            "--train.validate_every", "2", "--train.validate_steps", "2"]
+    at_boundary = fit(_cfg(*run, "--train.stop_at_step", "2"))
+    assert at_boundary.metrics["step"] == 2 and at_boundary.metrics["stage"] == 0
+    boundary = artifacts.verify(f"s3://{at_boundary.checkpoint.path}", s3.storage)
     assert (boundary.step, boundary.stage, boundary.consumed) == (2, 0, 4)
-    resumed_cfg = _cfg(*run, "--train.run_name", "paused")
+    registry = f"{root}/runs/paused/checkpoint_manager_snapshot.json"
+    registered_at_boundary = read_text(registry, s3.storage)
+    assert "checkpoint-00000002" in registered_at_boundary
+    stopped_cfg = _cfg(*run, "--train.stop_at_step", "3")
+    stopped = fit(stopped_cfg)
+    assert stopped.metrics["resumed_from"] == 2 and stopped.metrics["step"] == 3
+    # stage 2 (32 x 48) resumes at row 2 micro-batches x 2 clips x 2 workers
+    assert resume_start(stopped_cfg, 1) == 8 and resume_start(stopped_cfg, 0) == 0
+    write_text(registry, registered_at_boundary, s3.storage)
+    resumed_cfg = _cfg(*run)
     resumed = fit(resumed_cfg)
-    assert resumed.metrics["resumed_from"] == 2 and resumed.metrics["step"] == 4
-    # stage 2's stream was read from its start: its own 2 steps x 2 micro-batches, none of
-    # stage 1's
+    assert resumed.metrics["resumed_from"] == 3 and resumed.metrics["step"] == 4
     end = artifacts.verify(f"s3://{resumed.checkpoint.path}", s3.storage)
     assert (end.step, end.stage, end.consumed) == (4, 1, 4)
     expected, got = _losses(straight), _losses(resumed)
-    assert sorted(got) == sorted(expected) == [1, 2, 3, 4]
+    assert sorted(expected) == [1, 2, 3, 4] and sorted(got) == [1, 2, 4]  # 3: not registered
+    got |= _losses(stopped)
     for step in expected:
-        assert got[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-7), step
-    # tracking: two event files (stopped, resumed) and one MLflow run, each step's row once
+        assert got[step] == pytest.approx(expected[step], rel=1e-4, abs=1e-6), step
+    # tracking: three event files (one a run) and one MLflow run, each step's row once
     events = f"{root}/runs/paused/{TENSORBOARD_DIR}"
     names = list_files(events, s3.storage)
     curves = read_events([read_bytes(f"{events}/{name}", s3.storage) for name in sorted(names)])
-    assert len(names) == 2 and set(scalars(resumed.metrics)) <= set(curves)
+    assert len(names) == 3 and set(scalars(resumed.metrics)) <= set(curves)
     assert curves["loss/total"] == pytest.approx(
         {step: terms["total"] for step, terms in got.items()}, rel=1e-6)
     client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
     (tracked,) = client.search_runs([client.get_experiment_by_name("svimo").experiment_id])
     assert sorted(m.step for m in client.get_metric_history(tracked.info.run_id, "loss/total")) \
         == [1, 2, 3, 4]
-    # validation at steps 2 (stage 1, 16 x 32) and 4 (stage 2, 32 x 48): metrics and pictures
+    # validation every 2 steps and where a run stops: steps 2 (stage 1, 16 x 32), 3 and 4
+    # (stage 2, 32 x 48), metrics and pictures
     for tag in ("validation/video_psnr_db", "validation/mpjpe_mm"):
-        assert sorted(curves[tag]) == [2, 4] and all(map(np.isfinite, curves[tag].values()))
-    assert curves["validation/gallery"] == {2: 2 * 15 * 16, 4: 2 * 8 * 32}  # upscaled
+        assert sorted(curves[tag]) == [2, 3, 4] and all(map(np.isfinite, curves[tag].values()))
+    assert curves["validation/gallery"] == {2: 2 * 15 * 16, 3: 2 * 8 * 32,
+                                            4: 2 * 8 * 32}  # upscaled
     assert sorted(m.step for m in client.get_metric_history(tracked.info.run_id,
-                                                            "validation/mpjpe_mm")) == [2, 4]
+                                                            "validation/mpjpe_mm")) == [2, 3, 4]
     # the exported (EMA) weights, on S3, and what the export names
     model = exported_model(resumed_cfg, resumed)
     assert model.startswith("s3://") and model.endswith("checkpoint-00000004/model")
@@ -238,7 +260,7 @@ def test_a_run_stopped_at_a_stage_boundary_resumes_into_the_next_stage_as_if_nev
     weights = _weights(model, s3.storage)
     assert reference.keys() == weights.keys()
     for name, value in reference.items():
-        torch.testing.assert_close(weights[name], value, rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(weights[name], value, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def _train_worker_pids() -> list[int]:
