@@ -2,7 +2,7 @@
 
     video.mp4          the generated RGB video (H.264, plays in browsers)
     motion_video.mp4   the generated 3D motion drawn by Proj        (not in video_only mode)
-    preview.mp4/.png   RGB | motion video | overlay | 3D plot, and its contact sheet   (idem)
+    preview.mp4/.png   RGB | its change | motion video | overlay | 3D plot, and a sheet   (idem)
     motion.npz         joints (N, 42, 3), points (N, 298, 3) in metres, K, fps       (idem)
     motion.json        the same for the web page's 3D view, with the hand bones      (idem)
     result.json        the request and the file list, written last: its presence means

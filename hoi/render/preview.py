@@ -1,9 +1,11 @@
 """Previews: a clip's views side by side, as MP4s and contact sheets, for people to look at.
 
-A preview frame has four labelled panels: the RGB video | the motion video | the overlay (the
-RGB frame with the motion video's non-black pixels on top, to see that they coincide) | a 3D
-plot of the joints and object points in world coordinates, seen from the camera's side, with
-axis limits fixed over the clip. Small flavours are upscaled with nearest-neighbour so that a
+A preview frame has five labelled panels: the RGB video | where the RGB video has changed since
+its first frame (`change_since_first`, amplified: a small model's hands move faintly) | the
+motion video | the overlay (the RGB frame with the motion video's non-black pixels on top, to
+see that they coincide) | a 3D plot of the joints and object points in world coordinates, seen
+from the camera's side, with axis limits fixed over the clip. The change panel next to the
+motion video shows whether the video moves where the motion says. Small flavours are upscaled with nearest-neighbour so that a
 32 x 48 clip is still legible. Everything here takes numpy arrays of one clip and writes local
 files; matplotlib draws off-screen (Agg), without pyplot's global state.
 """
@@ -30,7 +32,8 @@ TITLE_HEIGHT = 22
 SHEET_FRAMES = 4
 """Frames (evenly spaced, first and last included) in a preview's contact sheet."""
 DIFFERENCE_GAIN = 4
-"""The driven gallery's difference panel: grey level = this x the largest channel difference."""
+"""Difference panels (a preview's change since the first frame, the driven gallery's two
+videos): grey level = this x the largest channel difference."""
 
 
 def preview_frames(video: np.ndarray, motion_video: np.ndarray, joints: np.ndarray,
@@ -45,21 +48,22 @@ def preview_frames(video: np.ndarray, motion_video: np.ndarray, joints: np.ndarr
             camera's direction, in perspective with the camera's vertical field of view.
         fps: frame rate, to label frames with their time as well.
     Returns:
-        (N, H2, W2, 3) uint8: four panels of scale * (H, W) each under a title row.
+        (N, H2, W2, 3) uint8: five panels of scale * (H, W) each under a title row.
     """
     n, h, w, _ = video.shape
     scale = _scale(h)
     ph, pw = h * scale, w * scale
-    panels = np.concatenate([_upscale(x, scale) for x in
-                             (video, motion_video, overlay(video, motion_video))], axis=2)
+    flat = (video, change_since_first(video), motion_video, overlay(video, motion_video))
+    panels = np.concatenate([_upscale(x, scale) for x in flat], axis=2)
 
-    # One figure, exactly 4 panels wide in pixels at dpi 100; the 3D axes fill the last panel.
-    fig = Figure(figsize=(4 * pw / 100, (ph + TITLE_HEIGHT) / 100), dpi=100, facecolor="black")
+    # One figure, exactly 5 panels wide in pixels at dpi 100; the 3D axes fill the last panel.
+    fig = Figure(figsize=(5 * pw / 100, (ph + TITLE_HEIGHT) / 100), dpi=100, facecolor="black")
     canvas = FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.75, 0.0, 0.25, ph / (ph + TITLE_HEIGHT)), projection="3d")
-    labels = ("RGB", "motion video", "overlay", "3D joints + points (world, m)")
+    ax = fig.add_axes((0.8, 0.0, 0.2, ph / (ph + TITLE_HEIGHT)), projection="3d")
+    labels = ("RGB", f"RGB change since frame 1 (x{DIFFERENCE_GAIN})", "motion video",
+              "overlay", "3D joints + points (world, m)")
     for i, label in enumerate(labels):
-        fig.text((i + 0.5) / 4, 1 - 0.5 * TITLE_HEIGHT / (ph + TITLE_HEIGHT), label,
+        fig.text((i + 0.5) / 5, 1 - 0.5 * TITLE_HEIGHT / (ph + TITLE_HEIGHT), label,
                  color="white", ha="center", va="center", fontsize=9)
     counter = fig.text(0.005, 1 - 0.5 * TITLE_HEIGHT / (ph + TITLE_HEIGHT), "", color="0.7",
                        ha="left", va="center", fontsize=8)
@@ -74,7 +78,7 @@ def preview_frames(video: np.ndarray, motion_video: np.ndarray, joints: np.ndarr
         update(joints[i], points[i])
         canvas.draw()
         image = np.asarray(canvas.buffer_rgba())[..., :3].copy()
-        image[TITLE_HEIGHT:TITLE_HEIGHT + ph, :3 * pw] = panels[i]
+        image[TITLE_HEIGHT:TITLE_HEIGHT + ph, :4 * pw] = panels[i]
         frames.append(image)
     return np.stack(frames)
 
@@ -82,6 +86,19 @@ def preview_frames(video: np.ndarray, motion_video: np.ndarray, joints: np.ndarr
 def overlay(frames: np.ndarray, motion_video: np.ndarray) -> np.ndarray:
     """Frames (..., H, W, 3) with the motion video's non-black pixels drawn on top."""
     return np.where(motion_video.any(-1, keepdims=True), motion_video, frames)
+
+
+def difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Where frames a and b (..., H, W, 3) uint8 differ: `DIFFERENCE_GAIN` x the largest
+    channel difference, in grey (..., H, W, 3) uint8."""
+    grey = np.abs(a.astype(np.int16) - b.astype(np.int16)).max(-1, keepdims=True)
+    return np.repeat(np.clip(DIFFERENCE_GAIN * grey, 0, 255).astype(np.uint8), 3, axis=-1)
+
+
+def change_since_first(video: np.ndarray) -> np.ndarray:
+    """Each frame of a (N, H, W, 3) uint8 video against its first, as `difference` draws it:
+    black where nothing moved, bright where the hands and objects did."""
+    return difference(video, video[:1])
 
 
 def write_motion_gallery(path: str | Path, video: np.ndarray, generated: np.ndarray,
@@ -102,16 +119,13 @@ def write_driven_gallery(path: str | Path, motion_video: np.ndarray, driven: np.
     """A PNG of one row per clip, five panels of its last frame: its motion video | the video
     generated from the clip's first frame and prompt under that motion | another clip's motion
     video | the video generated from the same first frame and prompt under that one | where the
-    two videos differ, `DIFFERENCE_GAIN` x their largest channel difference in grey (so a video
+    two videos differ (`difference`) (so a video
     that follows its motion shows the hands where each motion puts them, and the last panel
     lights up there).
 
     Args: (B, N, H, W, 3) uint8 each."""
-    a, b = (x[:, -1].astype(np.int16) for x in (driven, other_driven))
-    difference = np.clip(DIFFERENCE_GAIN * np.abs(a - b).max(-1, keepdims=True), 0, 255)
-    return _write_rows(path, [x[:, -1] for x in (motion_video, driven, other_motion_video,
-                                                  other_driven)]
-                       + [np.repeat(difference.astype(np.uint8), 3, axis=-1)])
+    last = [x[:, -1] for x in (motion_video, driven, other_motion_video, other_driven)]
+    return _write_rows(path, [*last, difference(last[1], last[3])])
 
 
 def _write_rows(path: str | Path, panels: list[np.ndarray]) -> Path:

@@ -306,8 +306,8 @@ def _gallery(cfg: Config, path: Path, gt_video: torch.Tensor, video: torch.Tenso
 
 def _preview(cfg: Config, stem: Path, video: torch.Tensor, motion: torch.Tensor | None,
              K: torch.Tensor, fps: float) -> None:
-    """RGB | motion video of the generated 3D motion | overlay | 3D plot (camera frame);
-    only the RGB video in video-only mode."""
+    """RGB | its change since frame 1 | motion video of the generated 3D motion | overlay |
+    3D plot (camera frame); only the RGB video in video-only mode."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     if motion is None:  # video-only mode: nothing 3D to show
         write_mp4(stem.with_name(stem.name + ".mp4"), video.numpy(), fps)

@@ -8,9 +8,9 @@ validation step every rank samples them in joint mode (`hoi.train.local.evaluate
 stage's resolution, `train.validate_steps` steps): under ZeRO-3 each forward gathers the
 partitions from every rank, so all ranks take part, in the same order. Rank 0 logs the
 video PSNR, MPJPE and the rest of `evaluate`'s row as `validation/...` scalars, and the
-preview (RGB | motion video | overlay | 3D, four frames) and gallery (last frames: true |
-generated | true motion | generated motion over the true frame) as images. The weights
-sampled are the training ones (not the EMA).
+preview (RGB | its change | motion video | overlay | 3D, four frames) and gallery (last
+frames: true | generated | true motion | generated motion over the true frame) as images. The
+weights sampled are the training ones (not the EMA).
 """
 
 from __future__ import annotations

@@ -47,19 +47,19 @@ def test_write_mp4_decodes_to_the_same_frames(tmp_path):
     assert np.abs(decoded[:, :33, :47].astype(int) - frames).mean() < 4
 
 
-def test_preview_panels_show_rgb_motion_and_overlay(clip):
+def test_preview_panels_show_rgb_its_change_motion_and_overlay(clip):
     frames = preview_frames(**clip, fps=8.0)
     scale = PANEL_HEIGHT // H + (PANEL_HEIGHT % H > 0)  # nearest-neighbour, 8x here
     ph, pw = H * scale, W * scale
-    assert frames.shape == (N, TITLE_HEIGHT + ph, 4 * pw, 3) and frames.dtype == np.uint8
+    assert frames.shape == (N, TITLE_HEIGHT + ph, 5 * pw, 3) and frames.dtype == np.uint8
     panels = frames[:, TITLE_HEIGHT:]
     up = lambda x: x.repeat(scale, 1).repeat(scale, 2)  # noqa: E731
     np.testing.assert_array_equal(panels[:, :, :pw], up(clip["video"]))
-    np.testing.assert_array_equal(panels[:, :, pw:2 * pw], up(clip["motion_video"]))
+    np.testing.assert_array_equal(panels[:, :, 2 * pw:3 * pw], up(clip["motion_video"]))
     overlay = up(clip["video"])
     overlay[:, 10 * scale:14 * scale, 20 * scale:30 * scale] = (255, 0, 200)
-    np.testing.assert_array_equal(panels[:, :, 2 * pw:3 * pw], overlay)
-    plot = panels[:, :, 3 * pw:]
+    np.testing.assert_array_equal(panels[:, :, 3 * pw:4 * pw], overlay)
+    plot = panels[:, :, 4 * pw:]
     assert (plot.reshape(N, -1, 3).std(1) > 5).all()  # something is drawn in 3D
     assert frames[:, :TITLE_HEIGHT].max() > 128  # labels
 
@@ -119,3 +119,20 @@ def test_driven_gallery_lights_up_where_the_two_driven_videos_differ(tmp_path):
     rest = np.ones((H, W), bool)
     rest[3, 4] = rest[7, 9] = False
     assert (difference[:, rest] == 0).all()
+
+
+def test_the_change_panel_lights_up_where_the_video_moved_since_its_first_frame(clip):
+    """A block that moves across a still background: the change panel is black where nothing
+    moved (the whole first frame included) and bright where the block left and arrived."""
+    video = np.full((3, H, W, 3), 90, np.uint8)
+    for i, x in enumerate((4, 14, 24)):
+        video[i, 8:16, x:x + 8] = (90, 200, 90)
+    frames = preview_frames(video, np.zeros_like(video), clip["joints"][:3],
+                            clip["points"][:3], clip["K"], clip["R"], clip["T"])
+    scale = frames.shape[2] // (5 * W)
+    change = frames[:, TITLE_HEIGHT:, W * scale:2 * W * scale, 0][:, ::scale, ::scale]
+    assert change[0].max() == 0
+    moved = np.zeros((H, W), bool)
+    moved[8:16, 4:12] = moved[8:16, 24:32] = True  # where it was at frame 1, where it is
+    assert (change[2][moved] == np.clip(DIFFERENCE_GAIN * 110, 0, 255)).all()
+    assert change[2][~moved].max() == 0

@@ -56,9 +56,9 @@ def test_driver_features_sample_what_t5_on_the_worker_would(tmp_path: Path):
         assert row[key] == expected[key], key
     assert math.isfinite(row["video_psnr_db"]) and row["mpjpe_mm"] > 0
     # the gallery: a row per clip of four 32 x 48 panels upscaled 8 times; the preview: RGB |
-    # motion video | overlay | 3D of the first clip
+    # its change | motion video | overlay | 3D of the first clip
     assert pictures["gallery"].shape == (2 * 8 * 32, 4 * 8 * 48, 3)
-    assert pictures["preview"].ndim == 3 and pictures["preview"].shape[1] >= 4 * 8 * 48
+    assert pictures["preview"].ndim == 3 and pictures["preview"].shape[1] == 5 * 8 * 48
     assert pictures["preview"].std() > 0 and pictures["gallery"].std() > 0
 
 
