@@ -283,6 +283,31 @@ def overall(subject: float, background: float, smoothness: float, dynamic: float
 
 
 # ---------------------------------------------------------------------------------------------
+# Motion-referenced: where a video moves
+# ---------------------------------------------------------------------------------------------
+
+
+def change_where_driven(videos: torch.Tensor, driving: torch.Tensor, other: torch.Tensor
+                        ) -> torch.Tensor:
+    """How much more a video moves where the motion that drove it has the hands and objects
+    than where another motion has them (issue 22's second target, in pixels).
+
+    A video's change is, per pixel, the mean over frames 2..N of its largest channel difference
+    from frame 1 (grey levels). A motion's region is the pixels its motion video covers in any
+    frame. Returns, per video, the mean change over the pixels only `driving`'s region holds
+    minus that over the pixels only `other`'s holds: positive when the video moves where its
+    own motion says, about 0 when it moves alike under either, NaN where the two regions leave
+    no pixel to one of them (the same motion, say).
+
+    uint8 (B, N, H, W, 3) x 3, the motion videos drawn with each clip's camera -> (B,)."""
+    frames = videos.float()
+    change = (frames[:, 1:] - frames[:, :1]).abs().amax(-1).mean(1)  # (B, H, W)
+    own, theirs = (m.amax(-1).gt(0).any(1) for m in (driving, other))  # (B, H, W)
+    only = lambda region: (change * region).sum((1, 2)) / region.sum((1, 2))  # noqa: E731
+    return only(own & ~theirs) - only(theirs & ~own)
+
+
+# ---------------------------------------------------------------------------------------------
 # Ground-truth-referenced: PSNR and SSIM
 # ---------------------------------------------------------------------------------------------
 

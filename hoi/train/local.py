@@ -43,7 +43,7 @@ from hoi.metrics.motion import (
     point_error,
     reprojection_error,
 )
-from hoi.metrics.video import psnr
+from hoi.metrics.video import change_where_driven, psnr
 from hoi.model.encoders import TextEncoder, VideoVAE, load_encoders
 from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
@@ -227,7 +227,10 @@ def follows_motion(cfg: Config, sampler: Sampler, batch: TrainBatch, driven: tor
     standard error over the clips (`psnr_gain_db`, `psnr_gain_se_db`), and where VID's
     `video_to_motion` finds the hands in each generated video: its MPJPE to the motion that
     drove the video (`read_mpjpe_driving_mm`) and to the other one (`read_mpjpe_other_mm`),
-    both videos of every clip pooled. With `gallery`, `write_driven_gallery` of the first
+    both videos of every clip pooled; and how much more each video moves where its driving
+    motion has the hands and objects than where the other has them
+    (`change_where_driven_grey`, `hoi.metrics.video.change_where_driven`, and its standard
+    error over the videos). With `gallery`, `write_driven_gallery` of the first
     `GALLERY_CLIPS` clips."""
     device = driven.device
     own, other = batch.motion, batch.motion.roll(1, 0)
@@ -245,20 +248,25 @@ def follows_motion(cfg: Config, sampler: Sampler, batch: TrainBatch, driven: tor
                             mpjpe(joints(read[1]), joints(other))])
     to_other = torch.cat([mpjpe(joints(read[0]), joints(other)),
                           mpjpe(joints(read[1]), joints(own))])
+    eye, zero = torch.eye(3).expand(len(own), 3, 3), torch.zeros(len(own), 3)
+    drawn = [render_motion_video(*unpack(_metres(cfg, m.cpu())), batch.K.cpu().float(), eye,
+                                 zero, cfg.data.height, cfg.data.width) for m in (own, other)]
+    change = torch.cat([change_where_driven(videos[0], drawn[0], drawn[1]),
+                        change_where_driven(videos[1], drawn[1], drawn[0])])
+    change = change[~change.isnan()]
     if gallery is not None:
         n = min(GALLERY_CLIPS, len(own))
-        eye, zero = torch.eye(3).expand(n, 3, 3), torch.zeros(n, 3)
-        drawn = [render_motion_video(*unpack(_metres(cfg, m[:n].cpu())), batch.K[:n].cpu().float(),
-                                     eye, zero, cfg.data.height, cfg.data.width)
-                 for m in (own, other)]
-        write_driven_gallery(gallery, drawn[0].numpy(), videos[0][:n].numpy(),
-                             drawn[1].numpy(), videos[1][:n].numpy())
+        write_driven_gallery(gallery, drawn[0][:n].numpy(), videos[0][:n].numpy(),
+                             drawn[1][:n].numpy(), videos[1][:n].numpy())
         log.info("gallery %s", gallery)
     return {"other_motion_video_psnr_db": other_psnr.mean().item(),
             "psnr_gain_db": gain.mean().item(),
             "psnr_gain_se_db": (gain.std() / len(gain) ** 0.5).item(),
             "read_mpjpe_driving_mm": 1000 * to_driving.mean().item(),
-            "read_mpjpe_other_mm": 1000 * to_other.mean().item()}
+            "read_mpjpe_other_mm": 1000 * to_other.mean().item(),
+            "change_where_driven_grey": change.mean().item(),
+            "change_where_driven_se_grey": (change.std() / len(change) ** 0.5).item()
+            if len(change) > 1 else float("nan")}
 
 
 # ---------------------------------------------------------------------------------------------

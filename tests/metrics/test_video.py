@@ -285,3 +285,23 @@ def test_fvd_with_a_torchscript_feature_network(tmp_path) -> None:
     assert i3d(torch.full((1, 2, 4, 4, 3), 255, dtype=torch.uint8))[0, :3].tolist() == [1.0] * 3
     assert V.fvd(real, real, i3d, batch_size=5) == pytest.approx(0.0, abs=1e-9)
     assert V.fvd(dark, real, i3d) > V.fvd(real[:6], real[6:], i3d)
+
+
+def test_a_video_moves_where_the_motion_that_drove_it_has_the_hands() -> None:
+    """A block slides along the top half of the frame; the driving motion covers the top half,
+    the other the bottom: the change only the driving region holds (the block's path) minus
+    the bottom's (none); swapped, the same with the sign flipped."""
+    video = torch.full((1, 3, 8, 16, 3), 50, dtype=torch.uint8)
+    for t in range(3):
+        video[0, t, 1:3, 2 + 4 * t:6 + 4 * t] = 210
+    top, bottom = torch.zeros_like(video), torch.zeros_like(video)
+    top[0, 0, :4], bottom[0, 2, 4:] = 255, 255  # a region is any frame's coverage
+    change = torch.zeros(8, 16)
+    for t in (1, 2):  # frames 2 and 3 against frame 1: the block left x 2-5, and arrived
+        moved = torch.zeros(8, 16, dtype=torch.bool)
+        moved[1:3, 2:6] = moved[1:3, 2 + 4 * t:6 + 4 * t] = True
+        change += 160.0 * moved / 2
+    expected = change[:4].mean().item()
+    assert V.change_where_driven(video, top, bottom).item() == pytest.approx(expected)
+    assert V.change_where_driven(video, bottom, top).item() == pytest.approx(-expected)
+    assert math.isnan(V.change_where_driven(video, top, top).item())

@@ -4,6 +4,7 @@ previews out, for every sampling mode."""
 from __future__ import annotations
 
 import json
+import math
 
 import imageio.v3 as iio
 import numpy as np
@@ -87,6 +88,7 @@ def test_train_local_job(tmp_path, ray_local):
     assert follows["psnr_gain_db"] == pytest.approx(
         follows["video_psnr_db"] - follows["other_motion_video_psnr_db"], abs=1e-4)
     assert follows["read_mpjpe_driving_mm"] > 0 and follows["read_mpjpe_other_mm"] > 0
+    assert math.isfinite(follows["change_where_driven_grey"])
     driven = np.split(iio.imread(out / "previews" / "motion_to_video-driven.png"), 5, axis=1)
     assert driven[0].shape == (2 * 8 * 32, 8 * 48, 3)
     assert not (driven[0] == driven[2]).all()  # the two clips' motion videos
@@ -110,6 +112,7 @@ def test_one_motion_for_every_clip_drives_them_alike():
                          num_steps=2)
     assert row["psnr_gain_db"] == 0.0 and row["psnr_gain_se_db"] == 0.0
     assert row["read_mpjpe_driving_mm"] == row["read_mpjpe_other_mm"] > 0
+    assert math.isnan(row["change_where_driven_grey"])  # no pixel only one motion covers
     # with two motions the arms differ
     other = clip_batch(parts, [0, 1])
     other_own = sampler(other.image_latent, other.text, other.K, mode="motion_to_video",
@@ -120,6 +123,8 @@ def test_one_motion_for_every_clip_drives_them_alike():
                          num_steps=2)
     assert row["psnr_gain_db"] != 0.0
     assert row["read_mpjpe_driving_mm"] != row["read_mpjpe_other_mm"]
+    assert math.isfinite(row["change_where_driven_grey"])
+    assert row["change_where_driven_se_grey"] >= 0
 
 
 def test_bad_encoder_path_is_a_clear_error(tmp_path, capsys):
