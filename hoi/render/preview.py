@@ -5,9 +5,10 @@ its first frame (`change_since_first`, amplified: a small model's hands move fai
 motion video | the overlay (the RGB frame with the motion video's non-black pixels on top, to
 see that they coincide) | a 3D plot of the joints and object points in world coordinates, seen
 from the camera's side, with axis limits fixed over the clip. The change panel next to the
-motion video shows whether the video moves where the motion says. Small flavours are upscaled with nearest-neighbour so that a
-32 x 48 clip is still legible. Everything here takes numpy arrays of one clip and writes local
-files; matplotlib draws off-screen (Agg), without pyplot's global state.
+motion video shows whether the video moves where the motion says. Small flavours are upscaled
+with nearest-neighbour so that a 32 x 48 clip is still legible. Everything here takes numpy
+arrays of one clip and writes local files; matplotlib draws off-screen (Agg), without pyplot's
+global state.
 """
 
 from __future__ import annotations
@@ -119,9 +120,8 @@ def write_driven_gallery(path: str | Path, motion_video: np.ndarray, driven: np.
     """A PNG of one row per clip, five panels of its last frame: its motion video | the video
     generated from the clip's first frame and prompt under that motion | another clip's motion
     video | the video generated from the same first frame and prompt under that one | where the
-    two videos differ (`difference`) (so a video
-    that follows its motion shows the hands where each motion puts them, and the last panel
-    lights up there).
+    two videos differ (`difference`), so a video that follows its motion shows the hands where
+    each motion puts them, and the last panel lights up there.
 
     Args: (B, N, H, W, 3) uint8 each."""
     last = [x[:, -1] for x in (motion_video, driven, other_motion_video, other_driven)]
