@@ -232,7 +232,7 @@ def test_a_run_on_latents_stopped_at_the_boundary_and_mid_stage_resumes_as_if_ne
     got |= _losses(stopped)
     for step in expected:
         assert got[step] == pytest.approx(expected[step], rel=1e-4, abs=1e-6), step
-    # tracking: three event files (one a run) and one MLflow run, each step's row once
+    # tracking: three event files (one per invocation) and one MLflow run, each step's row once
     events = f"{root}/runs/paused/{TENSORBOARD_DIR}"
     names = list_files(events, s3.storage)
     curves = read_events([read_bytes(f"{events}/{name}", s3.storage) for name in sorted(names)])
