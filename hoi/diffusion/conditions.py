@@ -13,13 +13,16 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import torch
 
 from hoi.config import Config
 from hoi.geometry.motion import denormalize, normalize, pack, to_camera, unpack
-from hoi.model.encoders import TextEncoder, VideoVAE
 from hoi.render.motion_video import render_motion_video
+
+if TYPE_CHECKING:  # diffusers and transformers: not for the data processes that only batch
+    from hoi.model.encoders import TextEncoder, VideoVAE
 
 
 def image_condition(image_latent: torch.Tensor, frames: int, mode: str) -> torch.Tensor:

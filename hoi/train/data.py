@@ -36,7 +36,6 @@ from hoi.config import Config, from_dict
 from hoi.data.schema import LATENT_ARRAYS
 from hoi.data.shards import POSITION, ClipCollate, latent_twin, read_clips, read_latents
 from hoi.diffusion.conditions import TrainBatch, encode_clips
-from hoi.model.encoders import load_encoders
 from hoi.render.motion_video import render_motion_video
 
 log = logging.getLogger(__name__)
@@ -75,6 +74,10 @@ class Encoder:
     (`hoi.train.latents`) encoder: precomputed latents are this class's output."""
 
     def __init__(self, cfg: dict[str, Any], height: int, width: int):
+        # imported here, not with the module: the stream's coordinator, read tasks and the
+        # train controller unpickle this module and need neither diffusers nor transformers
+        from hoi.model.encoders import load_encoders
+
         full = from_dict(Config, cfg)
         self.cfg = full.at_size(height, width)
         if ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None:
