@@ -44,6 +44,7 @@ from hoi.config import Config, ConfigError
 from hoi.data import prepare
 from hoi.data.shards import load_clips
 from hoi.evaluation import TRUTH
+from hoi.metrics.stats import standard_error
 from hoi.model.encoders import load_encoders
 from hoi.model.svimo import SViMo
 from hoi.model.vid import VID
@@ -241,7 +242,8 @@ class Scores:
 
     def se(self, split: str) -> dict[str, dict[str, float]]:
         """{row: each column's standard error over the seeds} (NaN with one seed)."""
-        return {row: {k: _se([t.get(k, math.nan) for t in per_seed]) for k in per_seed[0]}
+        return {row: {k: standard_error([t.get(k, math.nan) for t in per_seed])
+                      for k in per_seed[0]}
                 for row, per_seed in self.tables[split].items()}
 
     def paired(self, split: str, row: str, key: str) -> tuple[float, float, int, list[float]]:
@@ -254,7 +256,7 @@ class Scores:
                                          strict=True)]
         by_clip = [_mean([d[clip] for d in per_seed]) for clip in per_seed[0]]
         by_seed = [_mean(list(d.values())) for d in per_seed]
-        errors = [e for e in (_se(by_clip), _se(by_seed)) if math.isfinite(e)]
+        errors = [e for e in map(standard_error, (by_clip, by_seed)) if math.isfinite(e)]
         return (_mean(by_clip), math.sqrt(sum(e * e for e in errors)) if errors else math.nan,
                 len(by_clip), by_seed)
 
@@ -460,8 +462,3 @@ def _cell(value: float | None, fmt: str, best: float | None, se: float | None = 
 
 def _mean(values: list[float]) -> float:
     return float(np.mean(values))
-
-
-def _se(values: list[float]) -> float:
-    """The standard error of the mean (NaN for fewer than two values)."""
-    return float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan

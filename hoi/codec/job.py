@@ -29,6 +29,7 @@ from hoi.config import Config, StorageConfig
 from hoi.data.schema import row_to_clip
 from hoi.data.shards import READ_COLUMNS, list_shards
 from hoi.metrics.consistency import video_motion_consistency
+from hoi.metrics.stats import standard_error
 from hoi.model.encoders import VideoVAE, load_tokenizer
 from hoi.storage import join, list_files, read_bytes, read_text, resolve, write_bytes, write_text
 
@@ -116,7 +117,7 @@ def round_trip_consistency(vae: VideoVAE, videos: SplitVideos) -> dict[str, floa
                                       videos.T, decoded)
     hits = result.hit_rate[~result.hit_rate.isnan()].double()
     return {"hit_rate": hits.mean().item(),
-            "hit_rate_se": (hits.std() / len(hits) ** 0.5).item() if len(hits) > 1 else 0.0,
+            "hit_rate_se": standard_error(hits),
             "pixel_error_px": torch.nanmean(result.pixel_error).item(), "clips": len(hits)}
 
 

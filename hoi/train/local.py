@@ -43,6 +43,7 @@ from hoi.metrics.motion import (
     point_error,
     reprojection_error,
 )
+from hoi.metrics.stats import standard_error
 from hoi.metrics.video import change_where_driven, psnr
 from hoi.model.encoders import TextEncoder, VideoVAE, load_encoders
 from hoi.model.svimo import SViMo
@@ -149,7 +150,7 @@ def evaluate(cfg: Config, svimo: SViMo, vid: VID, vae: VideoVAE, text_encoder: T
     """Sample every clip's (first frame, prompt) in each mode; compare with its ground truth.
 
     Per mode: video PSNR (dB) against the clip's frames, and for modes that output motion:
-    MPJPE, object point error and object centre error (mm), the objects' Chamfer distance
+    MPJPE (and its standard error over the clips), object point error and object centre error (mm), the objects' Chamfer distance
     (cm², order-free: VID learns the points with a Chamfer loss), the joints' and object
     centres' image error (pixels: what an overlay shows), and the right hand's distance
     to the tool (mm; the ground truth's own value is reported as `gt_hand_tool_mm`).
@@ -198,8 +199,7 @@ def evaluate(cfg: Config, svimo: SViMo, vid: VID, vae: VideoVAE, text_encoder: T
             vmc = video_motion_consistency(joints, points, K, eye, zero, stream)
             hits = vmc.hit_rate[~vmc.hit_rate.isnan()]
             row |= {"consistency_hit_rate": hits.mean().item(),
-                    "consistency_hit_rate_se": (hits.std() / len(hits) ** 0.5).item()
-                    if len(hits) > 1 else 0.0}
+                    "consistency_hit_rate_se": standard_error(hits)}
         if mode == "motion_to_video" and len(clips) > 1:
             row |= follows_motion(cfg, sampler, batch, sample.video_latent, gt_video, null_text,
                                   seed=seed, num_steps=num_steps,
@@ -261,12 +261,11 @@ def follows_motion(cfg: Config, sampler: Sampler, batch: TrainBatch, driven: tor
         log.info("gallery %s", gallery)
     return {"other_motion_video_psnr_db": other_psnr.mean().item(),
             "psnr_gain_db": gain.mean().item(),
-            "psnr_gain_se_db": (gain.std() / len(gain) ** 0.5).item(),
+            "psnr_gain_se_db": standard_error(gain),
             "read_mpjpe_driving_mm": 1000 * to_driving.mean().item(),
             "read_mpjpe_other_mm": 1000 * to_other.mean().item(),
             "change_where_driven_grey": change.mean().item(),
-            "change_where_driven_se_grey": (change.std() / len(change) ** 0.5).item()
-            if len(change) > 1 else float("nan")}
+            "change_where_driven_se_grey": standard_error(change)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,7 +289,8 @@ def _motion_metrics(joints: torch.Tensor, points: torch.Tensor, gt_joints: torch
                     gt_points: torch.Tensor, K: torch.Tensor) -> dict[str, float]:
     mm = lambda x: 1000 * x.mean().item()  # noqa: E731
     centres = [p.unflatten(2, (2, POINTS_PER_OBJECT)).mean(3) for p in (points, gt_points)]
-    return {"mpjpe_mm": mm(mpjpe(joints, gt_joints)),
+    per_clip = mpjpe(joints, gt_joints)
+    return {"mpjpe_mm": mm(per_clip), "mpjpe_se_mm": 1000 * standard_error(per_clip),
             "object_point_error_mm": mm(point_error(points, gt_points)),
             "object_chamfer_cm2": 1e4 * object_chamfer(points, gt_points).mean().item(),
             "object_centre_mm": mm(object_centre_error(points, gt_points)),

@@ -48,6 +48,7 @@ def test_train_local_job(tmp_path, ray_local):
                             "masked_reference", "masked_joint", "masked_video_only"}
     assert metrics["motion_to_video"]["mpjpe_mm"] == 0.0      # the given motion comes back
     assert metrics["joint"]["mpjpe_mm"] > 0 and "mpjpe_mm" not in metrics["masked_video_only"]
+    assert metrics["motion_to_video"]["mpjpe_se_mm"] == 0.0 < metrics["joint"]["mpjpe_se_mm"]
     # with the mask, joint sampling's video is the video-only one
     assert metrics["masked_joint"]["video_psnr_db"] == pytest.approx(
         metrics["masked_video_only"]["video_psnr_db"], abs=1e-3)
