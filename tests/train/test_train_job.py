@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -54,6 +56,17 @@ def _cfg(*overrides: str) -> Config:
 # ---------------------------------------------------------------------------------------------
 # Pieces
 # ---------------------------------------------------------------------------------------------
+
+
+def test_the_stream_module_loads_neither_diffusers_nor_transformers():
+    """The stream's coordinator, its read tasks and the train controller unpickle
+    hoi.train.data in processes of their own: only the encoder actor needs the codec's
+    libraries, whose import costs each of them seconds."""
+    code = ("import sys, hoi.train.data; "
+            "print(sorted({'diffusers', 'transformers'} & set(sys.modules)))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=Path(__file__).parents[2]).stdout.strip()
+    assert loaded == "[]"
 
 
 def test_deepspeed_config_comes_from_the_run_config():
