@@ -74,8 +74,8 @@ class Encoder:
     (`hoi.train.latents`) encoder: precomputed latents are this class's output."""
 
     def __init__(self, cfg: dict[str, Any], height: int, width: int):
-        # imported here, not with the module: the stream's coordinator, read tasks and the
-        # train controller unpickle this module and need neither diffusers nor transformers
+        # imported here, not with the module: the stream's coordinator and read tasks
+        # unpickle this module and need neither diffusers nor transformers
         from hoi.model.encoders import load_encoders
 
         full = from_dict(Config, cfg)

@@ -150,8 +150,9 @@ def evaluate(cfg: Config, svimo: SViMo, vid: VID, vae: VideoVAE, text_encoder: T
     """Sample every clip's (first frame, prompt) in each mode; compare with its ground truth.
 
     Per mode: video PSNR (dB) against the clip's frames, and for modes that output motion:
-    MPJPE (and its standard error over the clips), object point error and object centre error (mm), the objects' Chamfer distance
-    (cm², order-free: VID learns the points with a Chamfer loss), the joints' and object
+    MPJPE (and its standard error over the clips), object point error and object centre
+    error (mm), the objects' Chamfer distance (cm², order-free: VID learns the points with a
+    Chamfer loss), the joints' and object
     centres' image error (pixels: what an overlay shows), and the right hand's distance
     to the tool (mm; the ground truth's own value is reported as `gt_hand_tool_mm`).
     `reference` holds the same

@@ -59,9 +59,9 @@ def _cfg(*overrides: str) -> Config:
 
 
 def test_the_stream_module_loads_neither_diffusers_nor_transformers():
-    """The stream's coordinator, its read tasks and the train controller unpickle
-    hoi.train.data in processes of their own: only the encoder actor needs the codec's
-    libraries, whose import costs each of them seconds."""
+    """The stream's coordinator and its read tasks unpickle hoi.train.data in processes of
+    their own: only the encoder actor needs the codec's libraries, whose import costs each
+    of them seconds."""
     code = ("import sys, hoi.train.data; "
             "print(sorted({'diffusers', 'transformers'} & set(sys.modules)))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
